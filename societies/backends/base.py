@@ -1,0 +1,126 @@
+"""The chat backend contract: everything a debating agent needs from a model.
+
+A backend turns a list of chat messages into one reply. Retries, caching, rate limits and token
+accounting are *not* a backend's job: :class:`societies.backends.model.Model` adds them once,
+for every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sampling settings for one call.
+
+    Attributes:
+        temperature: 0 means greedy decoding.
+        max_tokens: the most completion tokens to generate.
+        seed: sampling seed; the engine derives one per call so that reruns are exact.
+        top_p: nucleus sampling mass.
+        stop: strings that end the completion (not included in the text).
+        logprobs: if set, ask for this many top log-probabilities per token (where supported).
+    """
+
+    temperature: float = 0.7
+    max_tokens: int = 128
+    seed: int | None = None
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token with its log-probability and the top alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a backend returns for one call.
+
+    Attributes:
+        text: the completion text.
+        prompt_tokens: tokens in the prompt as the backend counted them.
+        completion_tokens: tokens generated.
+        finish_reason: "stop", "length" or a backend-specific reason.
+        logprobs: per-token log-probabilities, when asked for and supported.
+        retries: how many retries the wrapper needed (filled by the wrapper).
+        cached: whether the reply came from the call cache (filled by the wrapper).
+    """
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    retries: int = 0
+    cached: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class BackendError(Exception):
+    """A call that failed for good (e.g. the context is too long). Ends that agent's branch."""
+
+
+class TransientBackendError(BackendError):
+    """A call that may succeed if retried (429, 5xx, timeout, dropped connection).
+
+    Attributes:
+        retry_after: seconds the server asked us to wait, if it said.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ContextOverflowError(BackendError):
+    """The prompt plus the requested completion does not fit the model's context."""
+
+
+class ChatBackend(abc.ABC):
+    """Turns chat messages into a reply. Subclasses implement :meth:`generate`.
+
+    ``identity`` names the model exactly (file hash, or model id + revision) so the call cache
+    can key on it; two backends with the same identity must give the same reply for the same
+    messages, settings and seed.
+    """
+
+    @property
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """A string that pins the model's weights and prompt format."""
+
+    @abc.abstractmethod
+    async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        """Return the model's reply to ``messages``."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release resources (servers, sessions, model memory)."""

@@ -1,0 +1,64 @@
+"""The record format: one JSON line per finished unit. Records are the single source of truth.
+
+A *unit* is one question answered by one society under one strategy in one repeat. Every number
+in a summary, report or plot is computed from these records. ``societies schema`` prints the JSON
+Schema generated from these models.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+Pattern = Literal["answer", "debate", "reflection"]
+Gold = str | list[str]
+
+
+class Turn(BaseModel):
+    """One agent's reply in one round."""
+
+    model_config = ConfigDict(extra="forbid")
+    agent: str
+    pattern: Pattern = Field(description="answer (round 0), debate or reflection")
+    reply: str = Field(description="the full reply text, untrusted model output")
+    answer: str | None = Field(description="the parsed final answer; None if unparseable")
+    correct: bool
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+    cached: bool = False
+    error: str | None = Field(None, description="set when the call failed and the branch ended")
+
+
+class Round(BaseModel):
+    """All agents' turns in one round, in society order."""
+
+    model_config = ConfigDict(extra="forbid")
+    index: int
+    turns: list[Turn]
+
+
+class UnitRecord(BaseModel):
+    """Everything about one finished unit."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    unit_id: str = Field(description="society/strategy/repeat/question_id; unique in a run")
+    task: str
+    question_id: str
+    society: str
+    strategy: str = Field(description="one symbol per round after round 0; see README")
+    repeat: int
+    gold: Gold
+    agents: list[str]
+    rounds: list[Round] = Field(description="round 0 (answer) then one per strategy symbol")
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+
+
+def unit_id(society: str, strategy: str, repeat: int, question_id: str) -> str:
+    """The key that identifies a unit within a run (and makes resume exact)."""
+    return f"{society}/{strategy}/{repeat}/{question_id}"
