@@ -1,0 +1,109 @@
+"""The `societies` command: run, report, list, schema.
+
+Bad input ends with one line on stderr naming what and where, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from societies.errors import UserError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from societies.config import load_config
+    from societies.plan import build_plan
+    from societies.report import format_table
+    from societies.runner import Run
+    from societies.storage import RunStore
+
+    config = load_config(args.config)
+    if args.no_cache:
+        config = config.model_copy(update={"run": config.run.model_copy(update={"cache": False})})
+    plan = build_plan(config)
+    out = args.out or config.output or f"runs/{config.name}"
+    store = RunStore(out)
+    run = Run(plan, store, limit=args.limit)  # loads task and models: may still refuse input
+    store.prepare(config.model_dump(mode="json"), config.identity())
+    summary = asyncio.run(run.execute(progress=not args.quiet))
+    print(format_table(summary))
+    print(f"\nrun directory: {store.root}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from societies.metrics import summarize
+    from societies.report import format_table
+    from societies.storage import RunStore
+
+    store = RunStore(args.run_dir)
+    store.saved_config()  # refuses a directory that is not a run
+    print(format_table(summarize(store.records())))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from societies.backends.registry import BACKENDS, BUNDLED_ALIASES
+    from societies.cards import available_cards, load_card
+    from societies.tasks import TASKS
+
+    print("trait and role cards:")
+    for name in available_cards():
+        card = load_card(name)
+        print(f"  {name:18} {card.kind:6} {card.description}")
+    print("tasks:      " + ", ".join(sorted(TASKS)))
+    print("backends:   " + ", ".join(sorted(BACKENDS)))
+    print("models:     " + ", ".join(sorted(BUNDLED_ALIASES)) + " (bundled)")
+    print("strategies: one symbol per round, 0 = debate, 1 = reflection (e.g. 001); "
+          "[..] gives one symbol per agent (e.g. 0[100]1); 'all' = every 0/1 combination")
+    print("graphs:     complete, ring, star, chain, or an edge list [[from, to], ...]")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from societies.records import UnitRecord
+
+    print(json.dumps(UnitRecord.model_json_schema(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="societies", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment config (resumes if interrupted)")
+    run.add_argument("config", type=Path)
+    run.add_argument("--out", type=Path, help="run directory (default: config output)")
+    run.add_argument("--limit", type=int, help="only the first N questions")
+    run.add_argument("--no-cache", action="store_true", help="bypass the LLM-call cache")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
+    report = sub.add_parser("report", help="print the per-round table of a run directory")
+    report.add_argument("run_dir", type=Path)
+    report.set_defaults(func=_report)
+    sub.add_parser("list", help="list cards, tasks, backends, strategies").set_defaults(func=_list)
+    sub.add_parser("schema", help="print the record JSON Schema").set_defaults(func=_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `societies` console script."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        print("societies: error: --limit must be a positive number of questions", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.func(args)
+        return code
+    except UserError as err:
+        print(f"societies: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Experiment configs: YAML in, validated by pydantic, resolved into frozen plans.
+
+Every error reaches the user as one line naming the field path (``societies[1].graph``) or the
+``file:line`` of a YAML syntax error, before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from societies.errors import ConfigError
+
+COMPOSITIONS = {  # MachineSoM's societies: (overconfident, easy-going)
+    "S1": (3, 0),
+    "S2": (2, 1),
+    "S3": (1, 2),
+    "S4": (0, 3),
+}
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingConfig(Strict):
+    """Sampling settings of one agent."""
+
+    temperature: float = Field(0.7, ge=0)
+    max_tokens: int = Field(128, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+
+
+ModelRef = str | dict[str, Any]
+
+
+class AgentConfig(Strict):
+    """One agent: name, trait card, model and sampling."""
+
+    name: str = Field(min_length=1)
+    trait: str = "neutral"
+    model: ModelRef | None = None
+    sampling: SamplingConfig | None = None
+
+
+class SocietyConfig(Strict):
+    """One society: explicit agents, or a composition of easy-going and overconfident agents."""
+
+    name: str | None = None
+    agents: list[str | AgentConfig] | None = None
+    machinesom: Literal["S1", "S2", "S3", "S4"] | None = None
+    easy_going: int | None = Field(None, ge=0)
+    overconfident: int | None = Field(None, ge=0)
+    model: ModelRef | None = None
+    graph: str | list[list[str]] | None = None
+
+
+class DefaultsConfig(Strict):
+    """Defaults for agents that do not set their own."""
+
+    model: ModelRef = "smollm2"
+    sampling: SamplingConfig = SamplingConfig()
+    trait: str = "neutral"
+
+
+class RunConfig(Strict):
+    """Execution settings: they do not change results, so resume ignores them."""
+
+    concurrency: int = Field(4, gt=0, description="backend calls in flight at once")
+    cache: bool = Field(True, description="use the LLM-call cache")
+
+
+class ExperimentConfig(Strict):
+    """A whole experiment, as read from YAML."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    models: dict[str, dict[str, Any]] = {}
+    defaults: DefaultsConfig = DefaultsConfig()
+    agents: list[AgentConfig] = []
+    societies: list[SocietyConfig] = Field(min_length=1)
+    graph: str | list[list[str]] = "complete"
+    rounds: int = Field(3, ge=0)
+    strategies: str | list[str | list[str | list[str]]] = "all"
+    task: dict[str, Any]
+    repeats: int = Field(1, gt=0)
+    output: str | None = None
+    run: RunConfig = RunConfig()
+
+    def identity(self) -> str:
+        """Hash of everything that changes results (not output dir or execution settings)."""
+        data = self.model_dump(mode="json", exclude={"output", "run", "description"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """Field names allowed at the parent of ``loc`` (for 'unknown key' messages)."""
+    model: Any = ExperimentConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, Strict)):
+            continue
+        if part not in model.model_fields:
+            return []
+        model = _inner_model(model.model_fields[part].annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    """The BaseModel inside ``X | None`` / ``list[X]`` / ``dict[str, X]``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        for arg in typing.get_args(annotation):
+            found = _inner_model(arg)
+            if found is not None:
+                return found
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_path(loc: tuple[int | str, ...]) -> str:
+    """``('societies', 1, 'graph')`` → ``societies[1].graph``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _first_error(err: ValidationError) -> str:
+    # pydantic reports one error per union member; the first non-union error is the useful one.
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
+    path = format_path(loc)
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return f"{path}: unknown key{hint}"
+    if first["type"] == "missing":
+        return f"{path}: required"
+    return f"{path}: {first['msg']}"
+
+
+def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
+    """Validate raw config data (already parsed YAML)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of keys to values")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_first_error(err)}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a YAML experiment config.
+
+    Raises:
+        ConfigError: missing file, YAML syntax error (with ``file:line``), or a field that does
+            not validate (with its path).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {file}")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else str(file)
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{where}: {problem}") from None
+    return parse_config(data, str(file))

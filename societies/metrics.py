@@ -1,0 +1,300 @@
+"""Metrics over unit records: accuracy, consensus, conformity, answer changes, cost, behaviours.
+
+Every number is a pure function of the records. Records are grouped by (society, strategy) and
+each metric aggregates over the group's units (questions × repeats). Units with status
+``"failed"`` are left out of every metric but counted in ``failed_units``. A turn with ``error``
+set counts as answer None (and not correct); a turn missing from a round (an agent whose branch
+ended) counts as an error turn.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from statistics import fmean
+
+from pydantic import BaseModel, ConfigDict
+
+from societies.records import Turn, UnitRecord
+
+SUMMARY_SCHEMA_VERSION = 1
+BEHAVIOURS = ("stable_correct", "stable_wrong", "correcting", "degrading", "wavering")
+SPLIT_KEYS = ("tt", "tf", "ft", "ff")
+
+
+class RoundMetrics(BaseModel):
+    """Metrics of one round over the units of one group that have this round.
+
+    Definitions (rates are fractions in [0, 1]; None where undefined):
+        accuracy_per_agent: per agent, the mean of ``correct`` over units.
+        mean_accuracy: the mean of ``correct`` over all agents' turns (= mean of the above).
+        majority_accuracy: fraction of units whose majority answer (``majority_answer``) exists
+            and is correct, i.e. some agent whose answer equals it has correct=True.
+        n_clusters: mean number of distinct answers among agents (None is one cluster).
+        plurality_share: mean of ``max count / n_agents`` (None counts as an answer here).
+        conformity (k ≥ 1): over agent-steps (unit, agent, k) whose unit had a majority at k−1,
+            the fraction whose answer at k equals that majority; None in round 0 or when no
+            unit had a majority at k−1.
+        conformity_split: the conforming agent-steps split by the agent's correctness at
+            k−1 → k ("tt", "tf", "ft", "ff"), each as a fraction of all agent-steps counted by
+            conformity, so the four sum to the conformity rate; {} when conformity is None.
+        strict_conformity (k ≥ 1): among those agent-steps whose answer at k−1 differed from the
+            majority of k−1 (minority holders, None included), the fraction whose answer at k
+            equals that majority; None when there are no such steps.
+        answer_change_rate (k ≥ 1): fraction of agent-steps whose answer differs from the same
+            agent's answer at k−1 (None compared as a value); None in round 0.
+        parse_failure_rate: fraction of turns with answer None and no error.
+        error_rate: fraction of turns with an error (a missing turn counts as one).
+        prompt_tokens, completion_tokens: sums over units and agents.
+        tokens_per_agent: agent → {"prompt": sum, "completion": sum} over units.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    index: int
+    n_units: int
+    accuracy_per_agent: dict[str, float]
+    mean_accuracy: float
+    majority_accuracy: float
+    n_clusters: float
+    plurality_share: float
+    conformity: float | None
+    conformity_split: dict[str, float]
+    strict_conformity: float | None
+    answer_change_rate: float | None
+    parse_failure_rate: float
+    error_rate: float
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_per_agent: dict[str, dict[str, int]]
+
+
+class GroupMetrics(BaseModel):
+    """Metrics of one (society, strategy) group.
+
+    ``n_units`` counts the units scored (status "ok"); ``failed_units`` the units left out.
+    ``retries`` sums ``Turn.retries`` over all units, failed ones included (it measures cost).
+    ``behaviours`` maps each of ``BEHAVIOURS`` to its share of scored units ({} if none).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    society: str
+    strategy: str
+    n_units: int
+    failed_units: int
+    retries: int
+    rounds: list[RoundMetrics]
+    behaviours: dict[str, float]
+
+
+class Summary(BaseModel):
+    """All groups of a run, sorted by (society, strategy); saved as summary.json."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SUMMARY_SCHEMA_VERSION
+    groups: list[GroupMetrics]
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One agent in one round of one unit, normalised (errors become answer None)."""
+
+    answer: str | None
+    correct: bool
+    parse_failed: bool
+    errored: bool
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+# An agent with no turn in a round: its branch ended, which is an error, not a parse failure.
+_MISSING = _Cell(answer=None, correct=False, parse_failed=False, errored=True)
+
+_Grid = list[list[_Cell]]  # [round][agent]
+_TF = {True: "t", False: "f"}  # correctness letters of the conformity split keys
+
+
+def _cell(turn: Turn | None) -> _Cell:
+    if turn is None:
+        return _MISSING
+    errored = turn.error is not None
+    answer = None if errored else turn.answer
+    return _Cell(
+        answer=answer,
+        correct=turn.correct and not errored,
+        parse_failed=answer is None and not errored,
+        errored=errored,
+        prompt_tokens=turn.prompt_tokens,
+        completion_tokens=turn.completion_tokens,
+    )
+
+
+def _grid(unit: UnitRecord) -> _Grid:
+    # Turns are in society order, so position i is agent i (names may repeat across traits).
+    n = len(unit.agents)
+    return [
+        [_cell(rnd.turns[i] if i < len(rnd.turns) else None) for i in range(n)]
+        for rnd in unit.rounds
+    ]
+
+
+def _answers(row: Sequence[_Cell]) -> list[str | None]:
+    return [c.answer for c in row]
+
+
+def majority_answer(answers: Sequence[str | None]) -> str | None:
+    """The majority answer of one round (MachineSoM's rule).
+
+    The answer held by a strict plurality of agents and by at least two of them. A tie for the
+    top count, or no answer repeated, gives None. None answers never form the majority (they are
+    not counted, so they cannot tie with or beat a real answer).
+    """
+    counts = Counter(a for a in answers if a is not None).most_common()
+    if not counts or counts[0][1] < 2:
+        return None
+    if len(counts) > 1 and counts[1][1] == counts[0][1]:
+        return None
+    return counts[0][0]
+
+
+def _majority_correct(row: Sequence[_Cell]) -> bool:
+    """Whether the round's majority exists and is correct.
+
+    Scored as: some agent whose answer equals the majority answer has correct=True, so scoring
+    stays in the task (gold may be a list, answers are normalised by the task's parser).
+    """
+    maj = majority_answer(_answers(row))
+    return maj is not None and any(c.answer == maj and c.correct for c in row)
+
+
+def behaviour(majority_correct_by_round: Sequence[bool]) -> str:
+    """The behaviour category of one unit from its majority correctness m_0..m_R.
+
+    "stable_correct": all true; "stable_wrong": all false; "correcting": exactly one change,
+    false→true; "degrading": exactly one change, true→false (MachineSoM's "changing correct
+    answers"); "wavering": two or more changes.
+    """
+    m = list(majority_correct_by_round)
+    changes = sum(a != b for a, b in pairwise(m))
+    if changes == 0:
+        return "stable_correct" if m and m[0] else "stable_wrong"
+    if changes == 1:
+        return "correcting" if m[-1] else "degrading"
+    return "wavering"
+
+
+def _agent_keys(agents: Sequence[str]) -> list[str]:
+    # Two agents may share a name (e.g. two "overconfident" traits); keep their keys apart.
+    if len(set(agents)) == len(agents):
+        return list(agents)
+    return [f"{name}#{i}" for i, name in enumerate(agents)]
+
+
+def _rate(num: float, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _round_metrics(k: int, grids: Sequence[_Grid], agents: Sequence[str]) -> RoundMetrics:
+    """Metrics of round ``k`` over the grids (one per unit) that have it; see RoundMetrics."""
+    keys = _agent_keys(agents)
+    rows = [g[k] for g in grids]
+    n_units, n_agents = len(rows), len(keys)
+    cells = [c for row in rows for c in row]
+
+    conf_steps = conforming = strict_steps = strict_conforming = changed = 0
+    split: Counter[str] = Counter()
+    if k >= 1:
+        for grid in grids:
+            prev, cur = grid[k - 1], grid[k]
+            changed += sum(p.answer != c.answer for p, c in zip(prev, cur, strict=True))
+            maj = majority_answer(_answers(prev))
+            if maj is None:
+                continue
+            for p, c in zip(prev, cur, strict=True):
+                conf_steps += 1
+                follows = c.answer == maj
+                if follows:
+                    conforming += 1
+                    split[_TF[p.correct] + _TF[c.correct]] += 1
+                if p.answer != maj:
+                    strict_steps += 1
+                    strict_conforming += follows
+
+    accuracy = {key: fmean(row[i].correct for row in rows) for i, key in enumerate(keys)}
+    per_agent_tokens = {
+        key: {
+            "prompt": sum(row[i].prompt_tokens for row in rows),
+            "completion": sum(row[i].completion_tokens for row in rows),
+        }
+        for i, key in enumerate(keys)
+    }
+    return RoundMetrics(
+        index=k,
+        n_units=n_units,
+        accuracy_per_agent=accuracy,
+        mean_accuracy=fmean(c.correct for c in cells),
+        majority_accuracy=fmean(_majority_correct(row) for row in rows),
+        n_clusters=fmean(len(set(_answers(row))) for row in rows),
+        plurality_share=fmean(
+            Counter(_answers(row)).most_common(1)[0][1] / n_agents for row in rows
+        ),
+        conformity=_rate(conforming, conf_steps),
+        conformity_split={s: split[s] / conf_steps for s in SPLIT_KEYS} if conf_steps else {},
+        strict_conformity=_rate(strict_conforming, strict_steps),
+        answer_change_rate=_rate(changed, n_units * n_agents) if k >= 1 else None,
+        parse_failure_rate=fmean(c.parse_failed for c in cells),
+        error_rate=fmean(c.errored for c in cells),
+        prompt_tokens=sum(t["prompt"] for t in per_agent_tokens.values()),
+        completion_tokens=sum(t["completion"] for t in per_agent_tokens.values()),
+        tokens_per_agent=per_agent_tokens,
+    )
+
+
+def group_metrics(units: Sequence[UnitRecord]) -> GroupMetrics:
+    """Metrics of one (society, strategy) group; all units must belong to that group.
+
+    Raises:
+        ValueError: if the units are empty, mix groups, or scored units differ in agents.
+    """
+    if not units:
+        raise ValueError("a group needs at least one unit")
+    society, strategy = units[0].society, units[0].strategy
+    if any((u.society, u.strategy) != (society, strategy) for u in units):
+        raise ValueError("units of different (society, strategy) groups given together")
+    ok = [u for u in units if u.status == "ok"]
+    agents = ok[0].agents if ok else []
+    if any(u.agents != agents for u in ok):
+        raise ValueError(f"units of {society}/{strategy} have different agents lists")
+
+    grids = [_grid(u) for u in ok]
+    n_rounds = max((len(g) for g in grids), default=0)
+    # A unit contributes to the rounds it has; complete runs have the same count everywhere.
+    rounds = [
+        _round_metrics(k, [g for g in grids if len(g) > k], agents) for k in range(n_rounds)
+    ]
+    kinds = Counter(behaviour([_majority_correct(row) for row in g]) for g in grids)
+    return GroupMetrics(
+        society=society,
+        strategy=strategy,
+        n_units=len(ok),
+        failed_units=len(units) - len(ok),
+        retries=sum(t.retries for u in units for r in u.rounds for t in r.turns),
+        rounds=rounds,
+        behaviours={b: kinds[b] / len(grids) for b in BEHAVIOURS} if grids else {},
+    )
+
+
+def summarize(records: Iterable[UnitRecord]) -> Summary:
+    """Group records by (society, strategy) and compute every group's metrics.
+
+    Args:
+        records: unit records of one run, in any order.
+
+    Returns:
+        The summary, groups sorted by (society, strategy).
+    """
+    groups: defaultdict[tuple[str, str], list[UnitRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.society, record.strategy)].append(record)
+    return Summary(groups=[group_metrics(groups[key]) for key in sorted(groups)])

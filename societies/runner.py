@@ -1,0 +1,124 @@
+"""One `societies run`: expand the plan into questions, run them concurrently, record in order.
+
+Records are written in a deterministic order (society, repeat, question; strategies in config
+order) through a reorder buffer: a finished question waits only for earlier questions. On an
+interrupt, whatever finished is flushed first, so a re-run resumes without loss or duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from societies.backends.model import Model
+from societies.backends.registry import BackendPool
+from societies.engine import Engine
+from societies.metrics import Summary, summarize
+from societies.plan import Plan, SocietyPlan
+from societies.records import UnitRecord, unit_id
+from societies.storage import RunStore
+from societies.strategies import Strategy
+from societies.tasks import Question, Task, load_task
+
+ModelFactory = Callable[[BackendPool, str], Model]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One question for one society in one repeat, with the strategies still to run."""
+
+    index: int
+    society: SocietyPlan
+    repeat: int
+    question: Question
+    strategies: tuple[Strategy, ...]
+
+
+def default_model_factory(pool: BackendPool, name: str) -> Model:
+    """Wrap the pool's shared backend for ``name`` in the retrying, accounting :class:`Model`."""
+    return Model(pool.chat(name), name)
+
+
+class Run:
+    """A prepared run: the plan, its task and models, and where records go.
+
+    Building a ``Run`` loads the task and creates backends (resolving model files), so every
+    input error surfaces before :meth:`execute` writes anything.
+
+    Args:
+        plan: the validated plan.
+        store: the run directory.
+        limit: run only the first ``limit`` questions (a later run without it continues).
+        model_factory: how a model name becomes a :class:`Model` (tests inject wrappers).
+    """
+
+    def __init__(self, plan: Plan, store: RunStore, limit: int | None = None,
+                 model_factory: ModelFactory = default_model_factory) -> None:
+        self.plan = plan
+        self.store = store
+        self.task: Task = load_task(plan.task)
+        self.questions = self.task.questions()[:limit]
+        self.pool = BackendPool(plan.models)
+        names = sorted({a.model for s in plan.societies for a in s.agents})
+        self.models = {name: model_factory(self.pool, name) for name in names}
+
+    def jobs(self, done: set[str]) -> list[Job]:
+        """Every (society, repeat, question) with at least one unfinished strategy."""
+        jobs = []
+        for society in self.plan.societies:
+            for repeat in range(self.plan.config.repeats):
+                for q in self.questions:
+                    todo = tuple(s for s in self.plan.strategies
+                                 if unit_id(society.name, s.label, repeat, q.id) not in done)
+                    if todo:
+                        jobs.append(Job(len(jobs), society, repeat, q, todo))
+        return jobs
+
+    @property
+    def total_units(self) -> int:
+        """Units in the whole run."""
+        return (len(self.plan.societies) * self.plan.config.repeats * len(self.questions)
+                * len(self.plan.strategies))
+
+    async def execute(self, progress: bool = True) -> Summary:
+        """Run every unfinished unit, append records in order, and write the summary."""
+        engine = Engine(self.task, self.models, self.plan.config.run.concurrency)
+        jobs = self.jobs(self.store.done())
+        bar = tqdm(total=self.total_units, initial=self.total_units - sum(
+            len(j.strategies) for j in jobs), unit="unit", disable=not progress)
+        finished: dict[int, list[UnitRecord]] = {}
+        next_index = 0
+
+        def flush(everything: bool = False) -> None:
+            nonlocal next_index
+            while next_index in finished:
+                self.store.append(finished.pop(next_index))
+                next_index += 1
+            if everything:  # interrupted: keep finished work even if out of order
+                for index in sorted(finished):
+                    self.store.append(finished.pop(index))
+
+        queue: asyncio.Queue[Job] = asyncio.Queue()
+        for job in jobs:
+            queue.put_nowait(job)
+
+        async def worker() -> None:
+            while not queue.empty():
+                job = queue.get_nowait()
+                finished[job.index] = await engine.run_question(
+                    job.society, job.strategies, job.question, job.repeat)
+                bar.update(len(job.strategies))
+                flush()
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(self.plan.config.run.concurrency)))
+        finally:
+            flush(everything=True)
+            bar.close()
+            await self.pool.aclose()
+        summary = summarize(self.store.records())
+        self.store.write_summary(summary)
+        return summary
