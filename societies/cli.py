@@ -37,13 +37,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from societies.metrics import summarize
+    from societies.config import parse_config
+    from societies.plan import build_plan
     from societies.report import format_table
+    from societies.runner import summarize_run
     from societies.storage import RunStore
 
     store = RunStore(args.run_dir)
-    store.saved_config()  # refuses a directory that is not a run
-    print(format_table(summarize(store.records())))
+    plan = build_plan(parse_config(store.saved_config(), str(store.config_path)))
+    print(format_table(summarize_run(plan, store.records())))
     return 0
 
 

@@ -73,11 +73,19 @@ class DefaultsConfig(Strict):
     trait: str = "neutral"
 
 
+class PriceConfig(Strict):
+    """Price of one model in currency units per million tokens."""
+
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
+
+
 class RunConfig(Strict):
     """Execution settings: they do not change results, so resume ignores them."""
 
     concurrency: int = Field(4, gt=0, description="backend calls in flight at once")
     cache: bool = Field(True, description="use the LLM-call cache")
+    prices: dict[str, PriceConfig] = Field({}, description="model name → price, for the ledger")
 
 
 class ExperimentConfig(Strict):

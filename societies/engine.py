@@ -17,7 +17,7 @@ from societies.backends.base import BackendError, Message, TransientBackendError
 from societies.backends.model import Model
 from societies.cards import render
 from societies.plan import AgentPlan, SocietyPlan
-from societies.records import Round, Turn, UnitRecord, unit_id
+from societies.records import Pattern, Round, Turn, UnitRecord, unit_id
 from societies.strategies import Strategy
 from societies.tasks import Question, Task
 
@@ -88,10 +88,10 @@ class Engine:
             for a in society.agents
         ]
         turns = await asyncio.gather(*(
-            self._turn(agent, msgs, "answer", question, call_seed(agent.settings.seed, repeat,
+            self._turn(agent, msgs, "answer", question, call_seed(agent.settings.seed or 0, repeat,
                                                                   question.id, agent.name, "-"))
             for agent, msgs in zip(society.agents, starts, strict=True)))
-        return tuple(AgentState(msgs + (Message("assistant", t.reply),), (t,))
+        return tuple(AgentState((*msgs, Message("assistant", t.reply)), (t,))
                      for msgs, t in zip(starts, turns, strict=True))
 
     async def _step(self, society: SocietyPlan, parent: Node | UnitFailed, strategy: Strategy,
@@ -100,9 +100,9 @@ class Engine:
             return parent
         latest = {a.name: s.turns[-1] for a, s in zip(society.agents, parent, strict=True)}
         # Build every agent's prompt from the parent state first: nobody sees a same-round reply.
-        prompts: list[tuple[str, Message]] = []
+        prompts: list[tuple[Pattern, Message]] = []
         for i, agent in enumerate(society.agents):
-            pattern = strategy.pattern(k, i)
+            pattern: Pattern = "debate" if strategy.pattern(k, i) == "debate" else "reflection"
             if pattern == "debate":
                 others = [{"label": name, "reply": latest[name].reply}
                           for name in society.sources_for(agent.name) if not latest[name].error]
@@ -112,14 +112,15 @@ class Engine:
             prompts.append((pattern, Message("user", text)))
         label = strategy.prefix(k + 1)
 
-        async def advance(agent: AgentPlan, state: AgentState, pattern: str,
+        async def advance(agent: AgentPlan, state: AgentState, pattern: Pattern,
                           msg: Message) -> AgentState:
             if state.ended:
-                dead = replace(state.turns[-1], pattern=pattern, reply="", prompt_tokens=0,
-                               completion_tokens=0, retries=0, cached=False)
+                dead = state.turns[-1].model_copy(update=dict(
+                    pattern=pattern, reply="", prompt_tokens=0, completion_tokens=0, retries=0,
+                    cached=False))
                 return AgentState(state.messages, (*state.turns, dead))
             msgs = (*state.messages, msg)
-            seed = call_seed(agent.settings.seed, repeat, question.id, agent.name, label)
+            seed = call_seed(agent.settings.seed or 0, repeat, question.id, agent.name, label)
             turn = await self._turn(agent, msgs, pattern, question, seed)
             return AgentState((*msgs, Message("assistant", turn.reply)), (*state.turns, turn))
 
@@ -131,7 +132,7 @@ class Engine:
         except UnitFailed as err:
             return err
 
-    async def _turn(self, agent: AgentPlan, messages: Sequence[Message], pattern: str,
+    async def _turn(self, agent: AgentPlan, messages: Sequence[Message], pattern: Pattern,
                     question: Question, seed: int) -> Turn:
         settings = replace(agent.settings, seed=seed)
         try:
@@ -140,10 +141,10 @@ class Engine:
         except TransientBackendError as err:
             raise UnitFailed(f"{agent.name}: {err}") from None
         except BackendError as err:  # e.g. context overflow: only this agent's branch ends
-            return Turn(agent=agent.name, pattern=pattern, reply="", answer=None,  # type: ignore[arg-type]
+            return Turn(agent=agent.name, pattern=pattern, reply="", answer=None,
                         correct=False, error=str(err))
         answer = self.task.parse(reply.text)
-        return Turn(agent=agent.name, pattern=pattern, reply=reply.text, answer=answer,  # type: ignore[arg-type]
+        return Turn(agent=agent.name, pattern=pattern, reply=reply.text, answer=answer,
                     correct=self.task.score(answer, question.gold),
                     prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                     retries=reply.retries, cached=reply.cached)

@@ -5,6 +5,7 @@ Plain functions in the networkx style: agent names first, a DiGraph out.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import networkx as nx
@@ -65,7 +66,7 @@ def chain(agents: Sequence[str]) -> nx.DiGraph:
         [('a', 'b'), ('b', 'c')]
     """
     graph = _nodes(agents)
-    graph.add_edges_from(zip(agents, agents[1:], strict=False))
+    graph.add_edges_from(itertools.pairwise(agents))
     return graph
 
 

@@ -17,6 +17,7 @@ from statistics import fmean
 
 from pydantic import BaseModel, ConfigDict
 
+from societies.ledger import Ledger
 from societies.records import Turn, UnitRecord
 
 SUMMARY_SCHEMA_VERSION = 1
@@ -94,6 +95,7 @@ class Summary(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: int = SUMMARY_SCHEMA_VERSION
     groups: list[GroupMetrics]
+    ledger: Ledger | None = None
 
 
 @dataclass(frozen=True)

@@ -80,4 +80,16 @@ def format_table(summary: Summary) -> str:
         The report text, ending with a newline (empty if there are no groups).
     """
     blocks = [format_group(g) for g in summary.groups]
+    if summary.ledger is not None:
+        blocks.append(format_ledger(summary))
     return "\n\n".join(blocks) + "\n" if blocks else ""
+
+
+def format_ledger(summary: Summary) -> str:
+    """One line of what the run paid: calls, cache hits, tokens and cost (each turn once)."""
+    if summary.ledger is None:
+        return ""
+    total = summary.ledger.total
+    cost = f" · cost {total.cost:.4f}" if total.cost is not None else ""
+    return (f"spent: {total.calls} calls ({total.cached_calls} from cache) · "
+            f"{total.prompt_tokens} prompt + {total.completion_tokens} completion tokens{cost}")

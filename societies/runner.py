@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from societies.backends.cache import CallCache
 from societies.backends.model import Model
 from societies.backends.registry import BackendPool
 from societies.engine import Engine
+from societies.ledger import build_ledger
 from societies.metrics import Summary, summarize
 from societies.plan import Plan, SocietyPlan
 from societies.records import UnitRecord, unit_id
@@ -37,9 +39,12 @@ class Job:
     strategies: tuple[Strategy, ...]
 
 
-def default_model_factory(pool: BackendPool, name: str) -> Model:
-    """Wrap the pool's shared backend for ``name`` in the retrying, accounting :class:`Model`."""
-    return Model(pool.chat(name), name)
+def summarize_run(plan: Plan, records: list[UnitRecord]) -> Summary:
+    """Per-round metrics plus the token ledger (priced with the config's ``run.prices``)."""
+    summary = summarize(records)
+    agent_models = {f"{s.name}/{a.name}": a.model for s in plan.societies for a in s.agents}
+    summary.ledger = build_ledger(records, agent_models, plan.config.run.prices)
+    return summary
 
 
 class Run:
@@ -52,22 +57,29 @@ class Run:
         plan: the validated plan.
         store: the run directory.
         limit: run only the first ``limit`` questions (a later run without it continues).
-        model_factory: how a model name becomes a :class:`Model` (tests inject wrappers).
+        model_factory: how a model name becomes a :class:`Model` (tests inject wrappers);
+            the default wraps the pool's shared backend with retries and the call cache.
+        cache: the call cache; by default the user cache if the config's ``run.cache`` is on.
     """
 
     def __init__(self, plan: Plan, store: RunStore, limit: int | None = None,
-                 model_factory: ModelFactory = default_model_factory) -> None:
+                 model_factory: ModelFactory | None = None,
+                 cache: CallCache | None = None) -> None:
         self.plan = plan
         self.store = store
         self.task: Task = load_task(plan.task)
         self.questions = self.task.questions()[:limit]
         self.pool = BackendPool(plan.models)
+        if cache is None and plan.config.run.cache:
+            cache = CallCache()
+        self.cache = cache
+        factory = model_factory or (lambda pool, name: Model(pool.chat(name), name, cache=cache))
         names = sorted({a.model for s in plan.societies for a in s.agents})
-        self.models = {name: model_factory(self.pool, name) for name in names}
+        self.models = {name: factory(self.pool, name) for name in names}
 
     def jobs(self, done: set[str]) -> list[Job]:
         """Every (society, repeat, question) with at least one unfinished strategy."""
-        jobs = []
+        jobs: list[Job] = []
         for society in self.plan.societies:
             for repeat in range(self.plan.config.repeats):
                 for q in self.questions:
@@ -119,6 +131,6 @@ class Run:
             flush(everything=True)
             bar.close()
             await self.pool.aclose()
-        summary = summarize(self.store.records())
+        summary = summarize_run(self.plan, self.store.records())
         self.store.write_summary(summary)
         return summary

@@ -103,3 +103,8 @@ def all_strategies(rounds: int) -> list[Strategy]:
         ['00', '01', '10', '11']
     """
     return [Strategy(tuple(p)) for p in itertools.product("01", repeat=rounds)]
+
+
+def split_label(label: str) -> list[str]:
+    """The per-round symbols of a canonical label: ``"0[10]1"`` → ``["0", "[10]", "1"]``."""
+    return [] if label == "-" else _TOKEN.findall(label)

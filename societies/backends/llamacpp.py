@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,7 +87,9 @@ class LlamaCppBackend(ChatBackend):
             self._llm = Llama(
                 model_path=str(self.path),
                 n_ctx=self.options.n_ctx,
-                n_threads=self.options.n_threads,
+                # llama-cpp-python defaults to half the cores; decoding a small model is
+                # compute-bound, so use them all unless told otherwise.
+                n_threads=self.options.n_threads or os.cpu_count(),
                 n_batch=self.options.n_batch,
                 verbose=False,
             )

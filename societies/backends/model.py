@@ -1,4 +1,8 @@
-"""The wrapper every call goes through: retries and token accounting, once for all backends."""
+"""The wrapper every call goes through: cache, retries and call accounting, once for all backends.
+
+Token accounting per agent and round lives in the records (every turn carries its tokens, and
+``societies.ledger`` totals them); this wrapper counts calls, cache hits and retries.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from societies.backends.base import ChatBackend, Message, Reply, Settings, TransientBackendError
+from societies.backends.cache import CallCache, cache_key
 
 
 @dataclass(frozen=True)
@@ -37,20 +42,41 @@ class Model:
         backend: the backend doing the work.
         name: the model's name in the config (used in records and the ledger).
         retry: retry policy for transient errors.
+        cache: the call cache, or None to always call the backend.
     """
 
     def __init__(
-        self, backend: ChatBackend, name: str, retry: RetryPolicy | None = None
+        self, backend: ChatBackend, name: str, retry: RetryPolicy | None = None,
+        cache: CallCache | None = None,
     ) -> None:
         self.backend = backend
         self.name = name
         self.retry = retry or RetryPolicy()
+        self.cache = cache
         self._rng = random.Random(0)
         self.calls = 0
+        self.cache_hits = 0
         self.retries = 0
 
     async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
-        """Call the backend, retrying transient errors; the reply says how many retries."""
+        """Answer from the cache, else call the backend, retrying transient errors.
+
+        The reply says whether it was cached and how many retries it needed. Failed calls are
+        never cached, so a re-run retries them.
+        """
+        key = None
+        if self.cache is not None:
+            key = cache_key(self.backend.identity, messages, settings)
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.cache_hits += 1
+                return hit
+        reply = await self._call(messages, settings)
+        if self.cache is not None and key is not None:
+            self.cache.put(key, reply)
+        return reply
+
+    async def _call(self, messages: Sequence[Message], settings: Settings) -> Reply:
         for attempt in range(self.retry.attempts):
             try:
                 reply = await self.backend.generate(messages, settings)

@@ -26,6 +26,7 @@ from societies.errors import ConfigError
 BACKENDS: dict[str, str] = {
     "scripted": "societies.backends.scripted",
     "llamacpp": "societies.backends.llamacpp",
+    "llamacpp_batch": "societies.backends.llamacpp_batch",
     "openai": "societies.backends.openai_http",
     "transformers": "societies.backends.hf",
     "ensemble": "societies.ensembles.chat",

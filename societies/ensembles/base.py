@@ -79,6 +79,15 @@ class TokenBackend(abc.ABC):
         """The input embedding matrix ``[vocab_size, dim]`` if the backend can give it."""
         return None
 
+    def vocabulary(self) -> list[bytes]:
+        """``token_bytes`` of every id, in id order (backends cache it: methods call it often)."""
+        return [self.token_bytes(t) for t in range(self.vocab_size)]
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Strings that end a turn in this model's prompt format (plain transcripts)."""
+        return ()
+
 
 class Method(abc.ABC):
     """A collaboration rule: picks the next piece of text from the members' distributions.

@@ -131,7 +131,8 @@ def load_questions(path: Path) -> list[Question]:
         UserError: the file is missing or unreadable, or a line is malformed (``file:line``).
     """
     try:
-        content = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows often save a byte-order mark, which JSON rejects.
+        content = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UserError(f"{path}: no such questions file") from None
     except (OSError, UnicodeDecodeError) as err:

@@ -95,6 +95,12 @@ def test_missing_file(tmp_path: Path) -> None:
         task_for(tmp_path / "nope.jsonl")
 
 
+def test_byte_order_mark_and_crlf_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(MC).encode() + b"\r\n\r\n")
+    assert [q.gold for q in task_for(path).questions()] == ["B"]
+
+
 def test_path_is_required() -> None:
     with pytest.raises(UserError, match=r"task\.path"):
         validate_task({"name": "jsonl"})

@@ -1,0 +1,310 @@
+"""The ``openai`` backend: any server that speaks OpenAI's chat-completions protocol.
+
+vLLM, Ollama, llama.cpp's server and OpenAI itself all answer ``POST {base_url}/chat/completions``.
+What the engine makes of each failure decides how it is raised here:
+
+* 429, 408, 5xx, timeouts, dropped connections: :class:`TransientBackendError` (with the
+  server's ``Retry-After``). :class:`~societies.backends.model.Model` retries; a unit whose call
+  still fails is recorded failed and redone on resume.
+* 400 naming the context length: :class:`ContextOverflowError`; that agent's branch ends.
+* An unknown model, a wrong ``base_url`` (404), a refused API key, or a server that cannot be
+  reached before the first call: :class:`EndpointError`. It is a ``UserError``, *not* a
+  ``BackendError``: the engine turns backend errors into failed units and carries on, which
+  would fill a run with failures that no retry can fix; a ``UserError`` escapes the engine and
+  the CLI prints it as one line and exits 2. A server lost *mid-run* is transient instead.
+
+The API key is read from the environment variable named by ``api_key_env`` and never appears in
+options, identity, records, logs, error messages or reprs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from societies.backends.base import (
+    BackendError,
+    ChatBackend,
+    ContextOverflowError,
+    Message,
+    Reply,
+    Settings,
+    TokenLogprob,
+    TransientBackendError,
+)
+from societies.backends.limits import RequestLimiter, parse_retry_after
+from societies.errors import MissingDependency, UserError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+_CONTEXT = re.compile(r"context[ _](length|window)|maximum context|too many tokens|"
+                      r"prompt is too long|exceeds? the model", re.I)
+_NO_MODEL = re.compile(r"model.{0,200}(not found|does not exist|not exist|unknown)|"
+                       r"(unknown|invalid) model", re.I | re.S)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class EndpointError(UserError):
+    """The server or its configuration is wrong in a way no retry fixes: stop the run."""
+
+
+class Options(BaseModel):
+    """Config options of the ``openai`` backend."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str = Field(description="API root, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(min_length=1, description="model name as the server knows it")
+    api_key_env: str | None = Field(None, description="NAME of the variable holding the key")
+    timeout: float = Field(120.0, gt=0, description="seconds for one request, all included")
+    connect_wait: float = Field(10.0, ge=0, description="seconds to wait for the server to come "
+                                "up before the first call; then it is a user error")
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    max_concurrent: int = Field(8, gt=0)
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="added to each request")
+
+    @field_validator("base_url", "api_key_env", "extra_body")
+    @classmethod
+    def _check(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name == "base_url":
+            if not re.match(r"https?://[^/\s]+", value):
+                raise ValueError("must start with http:// or https:// and name a host")
+            return value.rstrip("/")
+        # Never echo the value: a key pasted here by mistake must not reach an error message.
+        if info.field_name == "api_key_env" and value and not _ENV_NAME.fullmatch(value):
+            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+                             "not the key itself")
+        if info.field_name == "extra_body" and {"model", "messages"} & set(value):
+            raise ValueError("may not set model or messages")
+        return value
+
+
+@dataclass(frozen=True)
+class _Secret:
+    """A string that does not print itself (reprs end up in logs and tracebacks)."""
+
+    value: str = field(repr=False)
+
+
+def parse_logprobs(choice: Mapping[str, Any]) -> tuple[TokenLogprob, ...] | None:
+    """Per-token log-probabilities from a chat-completion choice, or None if it has none."""
+    content = (choice.get("logprobs") or {}).get("content")
+    if not isinstance(content, list):
+        return None
+    try:
+        return tuple(
+            TokenLogprob(str(t["token"]), float(t["logprob"]),
+                         tuple((str(a["token"]), float(a["logprob"]))
+                               for a in t.get("top_logprobs") or ()))
+            for t in content)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # a server with its own idea of the format: the text is still good
+
+
+def _require_aiohttp() -> Any:
+    try:
+        import aiohttp
+        import asyncio_throttle  # noqa: F401 - checked here so a missing one fails at create()
+    except ImportError as err:
+        raise MissingDependency("the openai backend", "openai", err.name or "aiohttp") from None
+    return aiohttp
+
+
+@dataclass
+class _LoopState:
+    """What must be rebuilt in each event loop: the HTTP session and the limiter's locks."""
+
+    loop: asyncio.AbstractEventLoop
+    session: aiohttp.ClientSession
+    limiter: RequestLimiter
+    reach_lock: asyncio.Lock
+
+
+class OpenAIBackend(ChatBackend):
+    """A model behind an OpenAI-compatible HTTP server.
+
+    Args:
+        options: validated config options.
+        api_key: the key itself (None for servers that need none).
+    """
+
+    def __init__(self, options: Options, api_key: str | None = None) -> None:
+        self.options = options
+        self._key = _Secret(api_key) if api_key else None
+        self._state: _LoopState | None = None
+        self._reached = False
+        self._unreachable: str | None = None  # once given up on, later callers fail at once
+        self._where = f"openai {options.base_url} model {options.model!r}"  # error prefix
+        self._identity = f"openai:{options.base_url}:{options.model}"
+        if options.extra_body:  # it can change replies, so the call cache must tell them apart
+            blob = json.dumps(options.extra_body, sort_keys=True).encode()
+            self._identity += ":" + hashlib.sha256(blob).hexdigest()[:8]
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self._identity!r})"
+
+    def _scrub(self, text: str) -> str:
+        key = self._key.value if self._key else None
+        return text.replace(key, "***") if key else text
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key.value}"} if self._key else {}
+
+    async def _loop_state(self) -> _LoopState:
+        aiohttp = _require_aiohttp()
+        loop = asyncio.get_running_loop()
+        state = self._state
+        if state is None or state.loop is not loop or state.session.closed:
+            opts = self.options
+            session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=opts.timeout),
+                connector=aiohttp.TCPConnector(limit=opts.max_concurrent))
+            limiter = RequestLimiter(opts.max_concurrent, opts.requests_per_minute,
+                                     opts.tokens_per_minute)
+            state = self._state = _LoopState(loop, session, limiter, asyncio.Lock())
+        return state
+
+    async def _reach(self, state: _LoopState) -> None:
+        """Make sure the server answers at all before the first call (see the module doc)."""
+        aiohttp = _require_aiohttp()
+        async with state.reach_lock:
+            deadline = time.monotonic() + self.options.connect_wait
+            delay = 0.05
+            while not self._reached:
+                if self._unreachable:
+                    raise EndpointError(self._unreachable)
+                try:
+                    async with state.session.get(f"{self.options.base_url}/models",
+                                                 headers=self._headers()) as resp:
+                        await resp.read()
+                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as err:
+                    if time.monotonic() + delay > deadline:
+                        self._unreachable = (
+                            f"{self._where}: cannot reach the server "
+                            f"({self._scrub(str(err))}); is it running, and is base_url right?")
+                        continue
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 1.0)
+                    continue
+                except (aiohttp.ClientError, TimeoutError):
+                    pass  # something answered; the real request will say what is wrong
+                self._reached = True
+
+    def _body(self, messages: Sequence[Message], settings: Settings) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.options.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "temperature": settings.temperature, "top_p": settings.top_p,
+            "max_tokens": settings.max_tokens}
+        if settings.seed is not None:
+            body["seed"] = settings.seed
+        if settings.stop:
+            body["stop"] = list(settings.stop)
+        if settings.logprobs is not None:
+            body.update(logprobs=True, top_logprobs=settings.logprobs)
+        return {**body, **self.options.extra_body}  # extra_body wins: it is the escape hatch
+
+    def _http_error(self, status: int, headers: Mapping[str, str], raw: bytes) -> Exception:
+        """The exception for an HTTP error answer (see the module doc for the mapping)."""
+        message, code = raw.decode("utf-8", "replace").strip(), ""
+        try:
+            err = json.loads(message).get("error", message)
+            message = str(err.get("message", err)) if isinstance(err, dict) else str(err)
+            code = str(err.get("code") or "") if isinstance(err, dict) else ""
+        except (ValueError, AttributeError):
+            pass
+        message = self._scrub(" ".join(message.split()))[:300]
+        where = f"{self._where}: HTTP {status}"
+        if status in (401, 403):  # the body may quote part of the key, so it is not shown
+            env = self.options.api_key_env
+            hint = f"check the key in ${env}" if env else "set api_key_env to the key's variable"
+            return EndpointError(f"{where}: the server refused the request; {hint}")
+        if status == 404 or code == "model_not_found" or (
+                status in (400, 422) and _NO_MODEL.search(message)):
+            return EndpointError(f"{where}: no model {self.options.model!r} at "
+                                 f"{self.options.base_url} ({message or 'not found'}); check the "
+                                 "model name and base_url (which usually ends in /v1)")
+        if status in (400, 413, 422) and (code == "context_length_exceeded"
+                                          or _CONTEXT.search(message)):
+            return ContextOverflowError(f"{where}: {message}")
+        if status in TRANSIENT_STATUS or status >= 500:
+            retry_after = parse_retry_after(headers.get("Retry-After"))
+            return TransientBackendError(f"{where}: {message}", retry_after)
+        return BackendError(f"{where}: {message}")
+
+    async def _post(self, state: _LoopState, body: dict[str, Any]) -> dict[str, Any]:
+        aiohttp = _require_aiohttp()
+        try:
+            async with state.session.post(f"{self.options.base_url}/chat/completions",
+                                          json=body, headers=self._headers()) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    error = self._http_error(resp.status, resp.headers, raw)
+                    if isinstance(error, TransientBackendError) and error.retry_after:
+                        state.limiter.pause(error.retry_after)
+                    raise error
+            data = json.loads(raw)
+        except TimeoutError:
+            raise TransientBackendError(f"{self._where}: no reply within "
+                                        f"{self.options.timeout:g} s") from None
+        except aiohttp.ClientError as err:  # refused, reset, dropped mid-body, bad framing
+            raise TransientBackendError(
+                f"{self._where}: {type(err).__name__}: {self._scrub(str(err))}") from None
+        except ValueError:  # a 200 whose body is cut short or not JSON
+            raise TransientBackendError(f"{self._where}: reply is not valid JSON") from None
+        if not isinstance(data, dict) or not data.get("choices"):
+            raise BackendError(f"{self._where}: reply has no choices; is base_url an "
+                               "OpenAI-compatible API?")
+        return data
+
+    async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        state = await self._loop_state()
+        if not self._reached:
+            await self._reach(state)
+        body = self._body(messages, settings)
+        estimate = sum(len(m.content) for m in messages) // 4 + settings.max_tokens
+        async with state.limiter.admit(estimate) as ticket:
+            data = await self._post(state, body)
+            usage = data.get("usage") or {}
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            if prompt or completion:
+                ticket.used = prompt + completion
+        choice = data["choices"][0]
+        text = (choice.get("message") or {}).get("content") or ""
+        return Reply(text=text.strip(), prompt_tokens=prompt, completion_tokens=completion,
+                     finish_reason=str(choice.get("finish_reason") or "stop"),
+                     logprobs=parse_logprobs(choice) if settings.logprobs is not None else None)
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (only possible from the loop that opened it)."""
+        state, self._state = self._state, None
+        if state is not None and state.loop is asyncio.get_running_loop():
+            await state.session.close()
+
+
+def create(options: Options, resolver: Any) -> OpenAIBackend:
+    """Build an ``openai`` backend; fails here, not mid-run, if the key variable is unset."""
+    _require_aiohttp()
+    key = None
+    if options.api_key_env is not None:
+        key = os.environ.get(options.api_key_env)
+        if not key:
+            raise UserError(f"openai {options.base_url}: environment variable "
+                            f"{options.api_key_env} (api_key_env) is not set or empty")
+    return OpenAIBackend(options, key)

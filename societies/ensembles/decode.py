@@ -1,0 +1,311 @@
+"""The decode loop shared by every token-level method, and the cross-tokenizer hand-off.
+
+One step: every member's next-token distribution -> ``method.step`` (vocabulary alignment and
+the combination rule live in the method) -> a :class:`Picker` (processors, then greedy or
+seeded sampling) -> the chosen :class:`Piece` is handed to every member by :class:`TextSync`
+-> stopping criteria (EOS, ``max_tokens``, stop strings).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from societies.ensembles.base import Method, Picker, Piece, TokenBackend
+
+_ESCAPE = 0xDC00  # surrogateescape maps an undecodable byte b to chr(0xDC00 + b)
+# Single-byte token of each byte value, per member; building it reads the whole vocabulary.
+_BYTE_IDS: weakref.WeakKeyDictionary[TokenBackend, dict[int, int]] = weakref.WeakKeyDictionary()
+
+
+class LogitsProcessor(Protocol):
+    """Maps a score vector to a new one (never edits its input); -inf removes a candidate."""
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray: ...
+
+
+class Temperature:
+    """Divide scores by ``temperature`` (> 0; greedy decoding is a picker, not a temperature)."""
+
+    def __init__(self, temperature: float) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (use GreedyPicker for 0), got {temperature}")
+        self.temperature = float(temperature)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        return scores / np.float32(self.temperature)
+
+
+class TopK:
+    """Keep the ``k`` highest scores."""
+
+    def __init__(self, k: int) -> None:
+        if k < 1:
+            raise ValueError(f"top_k must be >= 1, got {k}")
+        self.k = int(k)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        if self.k >= scores.size:
+            return scores.copy()
+        kept = np.argpartition(scores, -self.k)[-self.k:]
+        out = np.full_like(scores, -np.inf)
+        out[kept] = scores[kept]
+        return out
+
+
+class TopP:
+    """Keep the smallest set of best candidates whose probability mass reaches ``p``."""
+
+    def __init__(self, p: float) -> None:
+        if not 0 < p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {p}")
+        self.p = float(p)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        probs = softmax(scores)
+        order = np.argsort(-probs, kind="stable")
+        mass = np.cumsum(probs[order])
+        n_keep = int(np.searchsorted(mass, self.p)) + 1  # the candidate that crosses p stays
+        out = np.full_like(scores, -np.inf)
+        out[order[:n_keep]] = scores[order[:n_keep]]
+        return out
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Probabilities from scores (float64; -inf entries get 0)."""
+    shifted = scores.astype(np.float64) - np.max(scores)
+    exp = np.exp(shifted)
+    return exp / exp.sum()
+
+
+class GreedyPicker(Picker):
+    """Argmax; ties go to the lowest index so runs are reproducible."""
+
+    def __call__(self, logprobs: np.ndarray) -> int:
+        return int(np.argmax(logprobs))
+
+
+class SamplingPicker(Picker):
+    """Apply ``processors`` in order, then sample with a seeded numpy generator.
+
+    Args:
+        processors: e.g. ``[Temperature(0.7), TopK(40), TopP(0.9)]``.
+        seed: the generator's seed; one picker per call keeps reruns exact.
+    """
+
+    def __init__(self, processors: Sequence[LogitsProcessor], seed: int | None = None) -> None:
+        self.processors = tuple(processors)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, logprobs: np.ndarray) -> int:
+        scores = np.asarray(logprobs, dtype=np.float32)
+        for process in self.processors:
+            scores = process(scores)
+        return int(self.rng.choice(scores.size, p=softmax(scores)))
+
+
+def make_picker(temperature: float, top_p: float = 1.0, top_k: int | None = None,
+                seed: int | None = None) -> Picker:
+    """Greedy for temperature 0, else seeded sampling after temperature, top-k and top-p."""
+    if temperature == 0:
+        return GreedyPicker()
+    processors: list[LogitsProcessor] = [Temperature(temperature)]
+    if top_k is not None:
+        processors.append(TopK(top_k))
+    if top_p < 1:
+        processors.append(TopP(top_p))
+    return SamplingPicker(processors, seed)
+
+
+class TextSync:
+    """Keeps every member's token sequence spelling the same text: prompt + emitted bytes.
+
+    Each member has a *stable* boundary (a token index and the emitted byte offset it ends
+    at); tokens before it and their KV cache are never touched again. A new piece is appended
+    as-is to its source member (and to members sharing its vocabulary). Every other member
+    re-tokenizes only its unstable tail (the text after its boundary plus the piece), keeps
+    the tokens that did not change and evaluates the rest. Bytes that are not (yet) valid
+    UTF-8, e.g. half a CJK character from a byte-level token, become the member's single-byte
+    tokens, so sequences stay byte-exact and the next distributions can finish the character.
+
+    Args:
+        members: the members, already holding their prompts (``reset`` done).
+        tail_tokens: how many trailing tokens stay re-tokenizable (merges like "hel"+"lo"
+            reach back at most a few tokens; a longer tail costs tokenizer time only).
+    """
+
+    def __init__(self, members: Sequence[TokenBackend], tail_tokens: int = 4) -> None:
+        if tail_tokens < 1:
+            raise ValueError(f"tail_tokens must be >= 1, got {tail_tokens}")
+        self.members = list(members)
+        self.tail_tokens = tail_tokens
+        self.emitted = bytearray()
+        self.prompt_lengths = [len(m.tokens) for m in members]
+        self._base = list(self.prompt_lengths)  # stable boundary: token index ...
+        self._base_bytes = [0] * len(members)  # ... and the emitted byte offset it ends at
+        sizes = [m.vocab_size for m in members]
+        self._vocab_group = [sizes.index(s) if self._same_vocab(members[sizes.index(s)], m)
+                             else i for i, (s, m) in enumerate(zip(sizes, members, strict=True))]
+
+    @staticmethod
+    def _same_vocab(a: TokenBackend, b: TokenBackend) -> bool:
+        return a is b or (a.vocab_size == b.vocab_size and a.vocabulary() == b.vocabulary())
+
+    def push(self, piece: Piece) -> None:
+        """Append ``piece`` to every member."""
+        self.emitted += piece.text
+        for i, member in enumerate(self.members):
+            shares = (piece.source is not None and piece.token is not None
+                      and self._vocab_group[i] == self._vocab_group[piece.source])
+            if shares:
+                assert piece.token is not None
+                member.append([piece.token])
+            elif piece.text:
+                self._retokenize(i)
+            self._advance_boundary(i)
+
+    def generated(self, i: int) -> list[int]:
+        """Member ``i``'s tokens after its prompt."""
+        return self.members[i].tokens[self.prompt_lengths[i]:]
+
+    def _retokenize(self, i: int) -> None:
+        member, base = self.members[i], self._base[i]
+        new = self._tokenize_bytes(i, bytes(self.emitted[self._base_bytes[i]:]))
+        old = member.tokens[base:]
+        keep = 0
+        while keep < min(len(old), len(new)) and old[keep] == new[keep]:
+            keep += 1
+        member.truncate(base + keep)
+        member.append(new[keep:])
+
+    def _tokenize_bytes(self, i: int, data: bytes) -> list[int]:
+        """Tokens spelling ``data`` exactly: text runs via the tokenizer, stray bytes one by one."""
+        text = data.decode("utf-8", "surrogateescape")
+        tokens: list[int] = []
+        run_start = 0
+        for pos, char in enumerate([*text, ""]):
+            if char and not _ESCAPE <= ord(char) < _ESCAPE + 256:
+                continue
+            if pos > run_start:
+                tokens += self.members[i].tokenize(text[run_start:pos])
+            run_start = pos + 1
+            if char:
+                tokens.append(self._byte_token(i, ord(char) - _ESCAPE))
+        return tokens
+
+    def _byte_token(self, i: int, byte: int) -> int:
+        member = self.members[i]
+        if member not in _BYTE_IDS:
+            ids: dict[int, int] = {}
+            for token, piece in enumerate(member.vocabulary()):
+                if len(piece) == 1:
+                    ids.setdefault(piece[0], token)
+            _BYTE_IDS[member] = ids
+        table = _BYTE_IDS[member]
+        if byte not in table:
+            raise ValueError(f"member {i} ({self.members[i].identity}) has no token for byte "
+                             f"0x{byte:02x}; it cannot follow text another member produced")
+        return table[byte]
+
+    def _advance_boundary(self, i: int) -> None:
+        tokens = self.members[i].tokens
+        limit = len(tokens) - self.tail_tokens
+        if limit <= self._base[i]:
+            return
+        offset, base = self._base_bytes[i], self._base[i]
+        best = (base, offset)
+        member = self.members[i]
+        for t in range(base, limit):
+            offset += len(member.token_bytes(tokens[t]))
+            # A boundary inside a UTF-8 character would split it between two re-tokenizations.
+            if offset >= len(self.emitted) or self.emitted[offset] & 0xC0 != 0x80:
+                best = (t + 1, offset)
+        self._base[i], self._base_bytes[i] = best
+
+
+class LazyLogprobs(Sequence[np.ndarray]):
+    """Members' next-token log-probabilities, computed on first access.
+
+    Gated methods (GaC with a threshold, Co-LLM) often read only one member; the others'
+    pending tokens are then evaluated later in one batch.
+    """
+
+    def __init__(self, members: Sequence[TokenBackend]) -> None:
+        self._members = members
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        i = range(len(self._members))[i]
+        if i not in self._cache:
+            self._cache[i] = self._members[i].next_logprobs()
+        return self._cache[i]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+
+@dataclass
+class DecodeResult:
+    """What one decode produced.
+
+    Attributes:
+        text: the emitted bytes decoded as UTF-8 (invalid bytes replaced), stop string cut.
+        data: the emitted bytes.
+        pieces: every piece emitted (EOS excluded).
+        prompt_tokens: prompt length per member.
+        finish_reason: "stop" (EOS or stop string) or "length".
+        info: per-step diagnostics summed over steps (e.g. ``deferred``).
+    """
+
+    text: str
+    data: bytes
+    pieces: list[Piece]
+    prompt_tokens: list[int]
+    finish_reason: str
+    info: dict[str, float] = field(default_factory=dict)
+
+
+def decode(members: Sequence[TokenBackend], method: Method, prompts: Sequence[str],
+           picker: Picker, max_tokens: int, stop: Sequence[str] = (),
+           tail_tokens: int = 4) -> DecodeResult:
+    """Generate one completion with ``members`` combined by ``method``.
+
+    ``method.prepare`` must have been called for these members. ``prompts`` holds each
+    member's prompt text (as rendered by its own ``format_prompt``).
+    """
+    if len(prompts) != len(members):
+        raise ValueError(f"{len(members)} members but {len(prompts)} prompts")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    for member, prompt in zip(members, prompts, strict=True):
+        member.reset(member.tokenize(prompt, add_special=True))
+    sync = TextSync(members, tail_tokens)
+    stops = [s.encode("utf-8") for s in stop if s]
+    pieces: list[Piece] = []
+    info: dict[str, float] = {}
+    finish, cut = "length", None
+    while len(pieces) < max_tokens:
+        piece = method.step(members, LazyLogprobs(members), picker)
+        for key, value in piece.info.items():
+            info[key] = info.get(key, 0.0) + value
+        if piece.eos or (piece.source is not None and piece.token is not None
+                         and piece.token in members[piece.source].eos_tokens):
+            finish = "stop"
+            break
+        sync.push(piece)
+        pieces.append(piece)
+        start = max(0, len(sync.emitted) - len(piece.text) - max(map(len, stops), default=0))
+        hits = [pos for s in stops if (pos := sync.emitted.find(s, start)) >= 0]
+        if hits:
+            finish, cut = "stop", min(hits)
+            break
+    data = bytes(sync.emitted[:cut])
+    return DecodeResult(data.decode("utf-8", "replace"), data, pieces, sync.prompt_lengths,
+                        finish, info)

@@ -1,0 +1,35 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[str]:
+    """A real ``llama_cpp.server`` on loopback serving the bundled SmolLM2 (n_ctx 2048).
+
+    Yields the root URL (``http://127.0.0.1:PORT``; the OpenAI API is under ``/v1``). Started
+    once per test session and terminated at its end.
+    """
+    from societies.backends.bundled import bundled_path
+    from societies.errors import UserError
+    from tests.servers import start_llama_server, stop_process
+
+    missing = [m for m in ("uvicorn", "fastapi", "sse_starlette", "starlette_context",
+                           "pydantic_settings") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"llama_cpp.server needs {', '.join(missing)}: "
+                    "pip install 'societies[server]'")
+    try:
+        model = bundled_path("smollm2")
+    except UserError as err:
+        pytest.skip(str(err))
+    url, proc = start_llama_server(model)
+    try:
+        yield url
+    finally:
+        stop_process(proc)
