@@ -8,6 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _private_call_cache(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test's LLM-call cache out of the user's cache directory."""
+    monkeypatch.setenv("SOCIETIES_CACHE_DIR", str(tmp_path_factory.mktemp("call-cache")))
+
+
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[str]:
     """A real ``llama_cpp.server`` on loopback serving the bundled SmolLM2 (n_ctx 2048).

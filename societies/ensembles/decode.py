@@ -176,6 +176,9 @@ class TextSync:
         member, base = self.members[i], self._base[i]
         new = self._tokenize_bytes(i, bytes(self.emitted[self._base_bytes[i]:]))
         old = member.tokens[base:]
+        if member.detokenize(new) != self.emitted[self._base_bytes[i]:]:
+            raise RuntimeError(f"{member.identity}: tokenize/detokenize do not round-trip "
+                               f"{bytes(self.emitted[self._base_bytes[i]:])!r}")
         keep = 0
         while keep < min(len(old), len(new)) and old[keep] == new[keep]:
             keep += 1
@@ -282,6 +285,8 @@ def decode(members: Sequence[TokenBackend], method: Method, prompts: Sequence[st
     """
     if len(prompts) != len(members):
         raise ValueError(f"{len(members)} members but {len(prompts)} prompts")
+    if len({id(m) for m in members}) != len(members):
+        raise ValueError("a backend object appears twice among members; give each its own")
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     for member, prompt in zip(members, prompts, strict=True):

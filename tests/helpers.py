@@ -1,0 +1,58 @@
+"""Small builders shared by engine-level tests (scripted backends only test engine logic)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from societies.backends.base import ChatBackend, Message
+from societies.backends.model import Model, RetryPolicy
+from societies.config import parse_config
+from societies.plan import build_plan
+from societies.runner import Run
+from societies.storage import RunStore
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    """A small valid config: one S2 society, arithmetic, two rounds, scripted models."""
+    base: dict[str, Any] = {
+        "name": "t",
+        "models": {"s": {"backend": "scripted", "replies": ["The answer is 1."]}},
+        "defaults": {"model": "s", "sampling": {"temperature": 0.0, "max_tokens": 8}},
+        "societies": [{"machinesom": "S2"}],
+        "rounds": 2,
+        "strategies": ["00", "01"],
+        "task": {"name": "arithmetic", "n": 2, "seed": 0},
+        "run": {"concurrency": 4, "cache": False},
+    }
+    base.update(overrides)
+    return base
+
+
+def make_run(tmp_path: Path, cfg: dict[str, Any], backend: ChatBackend | None = None,
+             retry: RetryPolicy | None = None, limit: int | None = None) -> Run:
+    """Build and prepare a run in ``tmp_path``; every model is ``backend`` if given."""
+    exp = parse_config(cfg)
+    plan = build_plan(exp)
+    store = RunStore(tmp_path)
+    factory: Callable[[Any, str], Model] | None = None
+    if backend is not None:
+        factory = lambda pool, name: Model(backend, name, retry=retry)  # noqa: E731
+    run = Run(plan, store, limit=limit, model_factory=factory)
+    store.prepare(exp.model_dump(mode="json"), exp.identity())
+    return run
+
+
+def speaker(messages: Sequence[Message]) -> str:
+    """The agent's name, read from its system prompt ("You are agentN, ...")."""
+    match = re.search(r"You are (\w+)", messages[0].content)
+    assert match, messages[0].content
+    return match.group(1)
+
+
+def tagged_reply(messages: Sequence[Message]) -> str:
+    """A reply naming who speaks in which round, so tests can see who saw what."""
+    turn = sum(m.role == "assistant" for m in messages)
+    return f"<{speaker(messages)}@{turn}> The answer is {turn}."

@@ -1,0 +1,64 @@
+"""The command line: report, list, schema, --limit, and the shipped assets."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from societies.cli import main
+from tests.helpers import config
+
+
+def test_run_limit_then_resume_and_report(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config(task={"name": "arithmetic", "n": 3})))
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--limit", "1", "--quiet"]) == 0
+    assert len((out / "records.jsonl").read_text().splitlines()) == 2
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    assert len((out / "records.jsonl").read_text().splitlines()) == 6
+    summary = json.loads((out / "summary.json").read_text())
+    assert [g["strategy"] for g in summary["groups"]] == ["00", "01"]
+    assert summary["ledger"]["total"]["calls"] == 3 * 3 * 4  # prefix shared: 4 nodes, 3 agents
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "society S2 · strategy 00 · 3 units (0 failed)" in report
+    assert "spent: 36 calls" in report
+
+
+def test_report_on_a_non_run_is_one_line(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_list_and_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    for word in ("easy-going", "overconfident", "mmlu", "chess", "llamacpp", "openai"):
+        assert word in listing
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "rounds" in schema["properties"] and "Turn" in schema["$defs"]
+
+
+def test_non_positive_limit_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "x.yaml", "--limit", "0"]) == 2
+
+
+def test_wheel_ships_agents_prompts_experiments(tmp_path: Path) -> None:
+    build = pytest.importorskip("hatchling.builders.wheel")
+    root = Path(__file__).resolve().parents[1]
+    builder = build.WheelBuilder(str(root))
+    wheel = next(iter(builder.build(directory=str(tmp_path), versions=["standard"])))
+    names = zipfile.ZipFile(wheel).namelist()
+    for asset in ("societies/_assets/agents/easy-going.yaml",
+                  "societies/_assets/prompts/debate.j2",
+                  "societies/_assets/experiments/quickstart.yaml"):
+        assert asset in names
