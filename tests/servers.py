@@ -53,6 +53,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_llama_server(model_path: str | Path, port: int | None = None, n_ctx: int = 2048,
+                       logits_all: bool = False,
                        wait: float = 120.0) -> tuple[str, subprocess.Popen[bytes]]:
     """Start ``python -m llama_cpp.server`` on loopback and wait until it lists its model.
 
@@ -64,7 +65,8 @@ def start_llama_server(model_path: str | Path, port: int | None = None, n_ctx: i
     """
     port = port or free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
-           "--host", LOOPBACK, "--port", str(port), "--n_ctx", str(n_ctx)]
+           "--host", LOOPBACK, "--port", str(port), "--n_ctx", str(n_ctx),
+           "--logits_all", str(logits_all)]
     # The child keeps its own copy of the log's file descriptor; ours can close at once.
     with tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
