@@ -97,6 +97,7 @@ class ExperimentConfig(Strict):
     defaults: DefaultsConfig = DefaultsConfig()
     agents: list[AgentConfig] = []
     societies: list[SocietyConfig] = Field(min_length=1)
+    protocol: Literal["machinesom"] = "machinesom"
     graph: str | list[list[str]] = "complete"
     rounds: int = Field(3, ge=0)
     strategies: str | list[str | list[str | list[str]]] = "all"

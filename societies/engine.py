@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 
 from societies.backends.base import BackendError, Message, TransientBackendError
 from societies.backends.model import Model
-from societies.cards import render
 from societies.plan import AgentPlan, SocietyPlan
+from societies.protocols import MachineSoM, Protocol
 from societies.records import Pattern, Round, Turn, UnitRecord, unit_id
 from societies.strategies import Strategy
 from societies.tasks import Question, Task
@@ -57,10 +57,12 @@ class Engine:
         concurrency: backend calls in flight at once, across all questions.
     """
 
-    def __init__(self, task: Task, models: dict[str, Model], concurrency: int = 4) -> None:
+    def __init__(self, task: Task, models: dict[str, Model], concurrency: int = 4,
+                 protocol: Protocol | None = None) -> None:
         self.task = task
         self.models = models
         self.limit = asyncio.Semaphore(concurrency)
+        self.protocol = protocol or MachineSoM()
 
     async def run_question(
         self, society: SocietyPlan, strategies: Sequence[Strategy], question: Question, repeat: int
@@ -82,11 +84,7 @@ class Engine:
                 for s in strategies]
 
     async def _round0(self, society: SocietyPlan, question: Question, repeat: int) -> Node:
-        prompt = render("question", question=question.text, answer_form=self.task.answer_form)
-        starts = [
-            (Message("system", a.card.system_prompt(a.name)), Message("user", prompt))
-            for a in society.agents
-        ]
+        starts = self.protocol.opening(society, question, self.task)
         turns = await asyncio.gather(*(
             self._turn(agent, msgs, "answer", question, call_seed(agent.settings.seed or 0, repeat,
                                                                   question.id, agent.name, "-"))
@@ -99,17 +97,8 @@ class Engine:
         if isinstance(parent, UnitFailed):
             return parent
         latest = {a.name: s.turns[-1] for a, s in zip(society.agents, parent, strict=True)}
-        # Build every agent's prompt from the parent state first: nobody sees a same-round reply.
-        prompts: list[tuple[Pattern, Message]] = []
-        for i, agent in enumerate(society.agents):
-            pattern: Pattern = "debate" if strategy.pattern(k, i) == "debate" else "reflection"
-            if pattern == "debate":
-                others = [{"label": name, "reply": latest[name].reply}
-                          for name in society.sources_for(agent.name) if not latest[name].error]
-                text = render("debate", others=others, answer_form=self.task.answer_form)
-            else:
-                text = render("reflection", answer_form=self.task.answer_form)
-            prompts.append((pattern, Message("user", text)))
+        # Every agent's prompt comes from the parent state first: nobody sees a same-round reply.
+        prompts = self.protocol.round_prompts(society, latest, strategy, k, self.task)
         label = strategy.prefix(k + 1)
 
         async def advance(agent: AgentPlan, state: AgentState, pattern: Pattern,

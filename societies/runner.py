@@ -20,6 +20,7 @@ from societies.engine import Engine
 from societies.ledger import build_ledger
 from societies.metrics import Summary, summarize
 from societies.plan import Plan, SocietyPlan
+from societies.protocols import PROTOCOLS
 from societies.records import UnitRecord, unit_id
 from societies.storage import RunStore
 from societies.strategies import Strategy
@@ -97,7 +98,8 @@ class Run:
 
     async def execute(self, progress: bool = True) -> Summary:
         """Run every unfinished unit, append records in order, and write the summary."""
-        engine = Engine(self.task, self.models, self.plan.config.run.concurrency)
+        protocol = PROTOCOLS[self.plan.config.protocol]()
+        engine = Engine(self.task, self.models, self.plan.config.run.concurrency, protocol)
         jobs = self.jobs(self.store.done())
         bar = tqdm(total=self.total_units, initial=self.total_units - sum(
             len(j.strategies) for j in jobs), unit="unit", disable=not progress)

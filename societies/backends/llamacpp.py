@@ -70,7 +70,8 @@ class LlamaCppBackend(ChatBackend):
     def __init__(self, options: Options) -> None:
         self.options = options
         self.path = resolve_model_path(options.path)
-        self._identity = f"llamacpp:{self.path.name}:{file_identity(self.path)}:{options.prompt_format}"
+        digest = file_identity(self.path)
+        self._identity = f"llamacpp:{self.path.name}:{digest}:{options.prompt_format}"
         self._llm: Any = None
         self._lock = threading.Lock()
 
