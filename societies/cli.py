@@ -105,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"societies: error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        # The runner has flushed every finished unit; the same command resumes from there.
+        print("societies: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -134,6 +134,7 @@ class TransformersBackend(ChatBackend):
         self._tokenizer: Any = None
         self._max_positions: int | None = None
         self._load_lock = threading.Lock()
+        self._loading: asyncio.Task[None] | None = None
         self._lone = itertools.count()
         self._batcher: Batcher[_Request, Reply] = Batcher(
             self._run, max_batch_size=options.max_batch_size, wait_s=options.batch_wait_ms / 1000
@@ -181,6 +182,17 @@ class TransformersBackend(ChatBackend):
             self._max_positions = getattr(model.config, "max_position_embeddings", None)
             self._tokenizer, self._model = tokenizer, model.to(device).eval()
 
+    async def _load_once(self) -> None:
+        # One shared task, not a to_thread per caller: all callers waiting for the load then
+        # resume in the same loop turn and queue together, instead of one by one as each
+        # finishes waiting on the lock, which could scatter a burst over several batches.
+        loop = asyncio.get_running_loop()
+        task = self._loading
+        # Only called while no model is loaded: a finished task failed or aclose() undid it.
+        if task is None or task.get_loop() is not loop or task.done():
+            task = self._loading = loop.create_task(asyncio.to_thread(self._load))
+        await asyncio.shield(task)
+
     def _encode(self, messages: Sequence[Message]) -> list[int]:
         tok = self._tokenizer
         if self.options.prompt_format == "plain":
@@ -192,8 +204,11 @@ class TransformersBackend(ChatBackend):
 
     async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
         if self._model is None:
-            await asyncio.to_thread(self._load)
-        ids = self._encode(messages)
+            await self._load_once()
+        try:
+            ids = self._encode(messages)
+        except Exception as err:  # a chat template refusing these messages (jinja2 errors)
+            raise BackendError(f"{self.options.model}: cannot build the prompt: {err}") from err
         limit = self._max_positions
         if limit is not None and len(ids) + settings.max_tokens > limit:
             raise ContextOverflowError(
@@ -260,7 +275,7 @@ class TransformersBackend(ChatBackend):
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
-        self._model = self._tokenizer = None
+        self._model = self._tokenizer = self._loading = None
 
 
 def create(options: Options, resolver: Any) -> TransformersBackend:

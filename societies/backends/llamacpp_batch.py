@@ -39,9 +39,6 @@ from societies.backends.base import (
 from societies.backends.bundled import resolve_model_path
 from societies.backends.llamacpp import PLAIN_STOPS, file_identity, plain_prompt
 
-# Defaults of Llama.create_completion, which the plain format calls (chat handlers pass theirs).
-PLAIN_CHAIN = {"repeat_penalty": 1.0, "top_k": 40, "min_p": 0.05}
-
 
 class Options(BaseModel):
     """Config options of the batched in-process llama.cpp backend."""
@@ -65,25 +62,40 @@ class BatchStats:
 
 
 class _Captured(Exception):
-    def __init__(self, kwargs: dict[str, Any]) -> None:
-        self.kwargs = kwargs
+    def __init__(self, tokens: list[int], params: dict[str, Any]) -> None:
+        self.tokens, self.params = tokens, params
 
 
-class _CaptureLlama:
-    """Stands in for ``Llama`` in a chat handler and stops it at ``create_completion``.
+class _Capture:
+    """Prepares a request exactly as ``Llama`` would for ``llamacpp``, then stops before decoding.
 
-    The handler renders the template, tokenizes, and picks stops and sampling defaults exactly
-    as for ``llamacpp``; we keep all of that and do the generation ourselves.
+    It stands in for the ``Llama`` object: the chat handler renders the template and adds its
+    stop strings, ``_create_completion`` tokenizes and fills in the sampling defaults, and the
+    call to ``generate`` is where we take over. Reusing that code (rather than copying it) keeps
+    prompts and sampling identical to ``llamacpp`` whatever the chat format.
     """
 
     def __init__(self, llm: Any) -> None:
         self._llm = llm
+        self._n_ctx = 1 << 30  # llama-cpp's own length check would use its small context
+        self.stop: str | list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._llm, name)
 
-    def create_completion(self, **kwargs: Any) -> Any:
-        raise _Captured(kwargs)
+    def create_completion(self, *args: Any, **kwargs: Any) -> Any:
+        from llama_cpp import Llama
+
+        return Llama.create_completion(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def _create_completion(self, **kwargs: Any) -> Any:
+        from llama_cpp import Llama
+
+        self.stop = kwargs.get("stop") or []
+        return Llama._create_completion(self, **kwargs)  # type: ignore[arg-type]
+
+    def generate(self, tokens: Sequence[int], **params: Any) -> Any:
+        raise _Captured(list(tokens), params)
 
 
 @dataclass
@@ -102,7 +114,7 @@ class _Seq:
     slot: int
     prompt: list[int]
     stops: list[str]
-    chain: dict[str, float]
+    params: dict[str, Any]
     max_new: int
     rng: np.random.Generator
     fed: int = 0  # tokens already in the KV cache
@@ -110,33 +122,36 @@ class _Seq:
     text: bytes = b""
 
 
-def sample(logits: np.ndarray, history: Sequence[int], chain: dict[str, float],
-           settings: Settings, rng: np.random.Generator, last_n: int) -> int:
-    """Pick a token the way llama.cpp's sampler chain in llama-cpp-python does.
+def sample(logits: np.ndarray, history: Sequence[int], params: dict[str, Any],
+           rng: np.random.Generator, last_n: int) -> int:
+    """Pick a token as llama-cpp-python's sampler chain does, given ``generate``'s parameters.
 
-    Order: repeat penalty over the last ``last_n`` generated tokens, then greedy, or
-    top-k → top-p → min-p → temperature → draw. Penalty arithmetic stays float32 as in C so
-    that greedy picks agree with llama.cpp bit for bit.
+    Order: penalties over the last ``last_n`` generated tokens, then greedy when ``temp`` is 0,
+    else top-k, top-p, min-p, temperature and a draw. The penalty arithmetic stays in float32
+    as in C, so greedy picks agree with llama.cpp on the same logits.
     """
-    penalty = np.float32(chain.get("repeat_penalty", 1.0))
-    if penalty != 1.0 and history:
-        ids = np.unique(np.asarray(history[-last_n:]))
+    repeat = np.float32(params.get("repeat_penalty", 1.0))
+    freq = np.float32(params.get("frequency_penalty", 0.0))
+    present = np.float32(params.get("presence_penalty", 0.0))
+    if history and (repeat != 1 or freq != 0 or present != 0):
+        ids, counts = np.unique(np.asarray(history[-last_n:]), return_counts=True)
         vals = logits[ids]
-        logits[ids] = np.where(vals <= 0, vals * penalty, vals / penalty)
-    if settings.temperature == 0:
+        vals = np.where(vals <= 0, vals * repeat, vals / repeat)
+        logits[ids] = vals - (counts.astype(np.float32) * freq + present)
+    if params.get("temp", 0.0) == 0:
         return int(np.argmax(logits))
-    k = int(chain.get("top_k", 0)) or logits.size
-    idx = np.argpartition(-logits, k - 1)[:k] if k < logits.size else np.arange(logits.size)
+    k = int(params.get("top_k", 0))
+    idx = np.argpartition(-logits, k - 1)[:k] if 0 < k < logits.size else np.arange(logits.size)
     idx = idx[np.argsort(-logits[idx], kind="stable")]
     z = logits[idx].astype(np.float64)
-    if settings.top_p < 1.0:
+    top_p = float(params.get("top_p", 1.0))
+    if top_p < 1.0:
         probs = np.exp(z - z[0])
-        cum = np.cumsum(probs / probs.sum())
-        z = z[: int(np.searchsorted(cum, settings.top_p)) + 1]
-    min_p = chain.get("min_p", 0.0)
+        z = z[: int(np.searchsorted(np.cumsum(probs / probs.sum()), top_p)) + 1]
+    min_p = float(params.get("min_p", 0.0))
     if min_p > 0:
         z = z[z >= z[0] + np.log(min_p)]
-    probs = np.exp((z - z[0]) / settings.temperature)
+    probs = np.exp((z - z[0]) / float(params["temp"]))
     return int(idx[rng.choice(z.size, p=probs / probs.sum())])
 
 
@@ -239,43 +254,31 @@ class LlamaCppBatchBackend(ChatBackend):
         self._batch = llama_cpp.llama_batch_init(self.options.n_batch, 0, 1)
         self._n_vocab = self._llm.n_vocab()
 
-    def _format(self, request: _Request) -> tuple[list[int], list[str], dict[str, float]]:
-        settings = request.settings
-        if self.options.prompt_format == "plain":
-            return (self._plain_tokens(plain_prompt(request.messages)),
-                    [*PLAIN_STOPS, *settings.stop], PLAIN_CHAIN)
-        from llama_cpp import llama_chat_format
+    def _format(self, request: _Request) -> tuple[list[int], list[str], dict[str, Any]]:
+        from llama_cpp import Llama
 
-        llm = self._llm
-        handler: Any = (llm.chat_handler or llm._chat_handlers.get(llm.chat_format)
-                   or llama_chat_format.get_chat_completion_handler(llm.chat_format))
+        settings, capture = request.settings, _Capture(self._llm)
+        # The same arguments llamacpp passes, so the same prompt, stops and sampling result.
+        common: dict[str, Any] = {"temperature": settings.temperature, "top_p": settings.top_p,
+                                  "max_tokens": settings.max_tokens, "seed": settings.seed}
         try:
-            handler(llama=_CaptureLlama(llm), stop=list(settings.stop),
-                    messages=[{"role": m.role, "content": m.content} for m in request.messages])
+            if self.options.prompt_format == "chat":
+                Llama.create_chat_completion(
+                    capture,  # type: ignore[arg-type]
+                    messages=[{"role": m.role, "content": m.content}  # type: ignore[misc]
+                              for m in request.messages],
+                    stop=list(settings.stop) or None, **common)
+            else:
+                capture.create_completion(plain_prompt(request.messages),
+                                          stop=[*PLAIN_STOPS, *settings.stop], **common)
         except _Captured as got:
-            kw = got.kwargs
-            prompt = kw["prompt"]
-            tokens = self._plain_tokens(prompt) if isinstance(prompt, str) else list(prompt)
-            stop = kw.get("stop") or []
-            chain = {k: float(kw[k]) for k in PLAIN_CHAIN if kw.get(k) is not None}
-            return tokens, [stop] if isinstance(stop, str) else list(stop), chain
-        raise BackendError(f"{self.path.name}: chat handler did not call create_completion")
-
-    def _plain_tokens(self, prompt: str) -> list[int]:
-        # Llama.create_completion's rule for a text prompt: BOS (or CLS) only if the model
-        # wants one, then the text with special tokens parsed; EOS/SEP only if it wants one.
-        model, out = self._llm._model, []
-        bos = model.token_cls() if model.token_cls() != -1 else model.token_bos()
-        if model.add_bos_token() and bos != -1:
-            out.append(bos)
-        out += self._llm.tokenize(prompt.encode(), add_bos=False, special=True)
-        if model.add_eos_token() or model.token_sep() != -1:
-            out.append(model.token_sep() if model.token_sep() != -1 else model.token_eos())
-        return out
+            stops = [capture.stop] if isinstance(capture.stop, str) else list(capture.stop)
+            return got.tokens, stops, got.params
+        raise BackendError(f"{self.path.name}: llama-cpp-python never reached generate()")
 
     def _admit(self, request: _Request, slot: int) -> None:
         try:
-            prompt, stops, chain = self._format(request)
+            prompt, stops, params = self._format(request)
         except Exception as err:  # a template raising on these messages fails this call only
             self._free.append(slot)
             self._resolve(request, BackendError(f"{self.path.name}: {err}"))
@@ -288,7 +291,7 @@ class LlamaCppBatchBackend(ChatBackend):
                 f"max_sequences {self.options.max_sequences})"))
             return
         self._active.append(_Seq(
-            request, slot, prompt, [s for s in stops if s], chain,
+            request, slot, prompt, [s for s in stops if s], params,
             min(request.settings.max_tokens, self._share - len(prompt)),
             np.random.default_rng(request.settings.seed)))
 
@@ -324,7 +327,7 @@ class LlamaCppBatchBackend(ChatBackend):
         for seq, row in rows:
             ptr = llama_cpp.llama_get_logits_ith(self._ctx.ctx, row)
             logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
-            self._advance(seq, sample(logits, seq.out, seq.chain, seq.req.settings, seq.rng,
+            self._advance(seq, sample(logits, seq.out, seq.params, seq.rng,
                                       self._llm.last_n_tokens_size))
 
     def _advance(self, seq: _Seq, token: int) -> None:

@@ -41,7 +41,8 @@ def token_byte_table(tokenizer: Any, size: int) -> list[bytes]:
     n = len(tokenizer)
     pieces: list[str | None] = [*tokenizer.convert_ids_to_tokens(list(range(n))),
                                 *[None] * max(0, size - n)]
-    special = set(tokenizer.all_special_ids)
+    special = set(tokenizer.all_special_ids) | {
+        t for t, added in tokenizer.added_tokens_decoder.items() if added.special}
     decoder = json.dumps(json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder"))
     byte_level = '"ByteLevel"' in decoder
     table = _gpt2_byte_decoder() if byte_level else {}

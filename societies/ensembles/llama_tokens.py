@@ -217,7 +217,8 @@ class LlamaTokenBackend(TokenBackend):
         bos = self._llm._model.token_get_text(self._llm.token_bos())
         eos = self._llm._model.token_get_text(self._llm.token_eos())
         prompt: str = Jinja2ChatFormatter(template=self._template, eos_token=eos, bos_token=bos)(
-            messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
+            messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
+        ).prompt
         # tokenize(add_special=True) adds BOS itself where the model wants one.
         if bos and prompt.startswith(bos) and self._llm._model.add_bos_token():
             prompt = prompt[len(bos):]

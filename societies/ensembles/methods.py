@@ -132,12 +132,12 @@ class VocabIndex:
 
     def __init__(self, member: TokenBackend) -> None:
         self.member = member
-        self.keys: list[Key | bool] = []  # False: a control token that is no text at all
+        self.keys: list[Key] = []  # b"": a control token that is no text at all, never chosen
         self.by_key: dict[Key, list[int]] = {}
         for token, piece in enumerate(member.vocabulary()):
-            key: Key | bool = EOS if token in member.eos_tokens else (piece or False)
+            key = EOS if token in member.eos_tokens else piece
             self.keys.append(key)
-            if key is not False:
+            if key != b"":
                 self.by_key.setdefault(key, []).append(token)
         self._first: dict[Key, list[int]] = {}
 
@@ -204,8 +204,8 @@ class UniTE(_CrossVocab):
         for ix, lp in zip(self._index, logprobs, strict=True):
             top = np.argpartition(lp, -self.top_k)[-self.top_k:]
             for token in top[np.argsort(-lp[top], kind="stable")].tolist():
-                if (key := ix.keys[token]) is not False:
-                    union.setdefault(key)  # type: ignore[arg-type]
+                if (key := ix.keys[token]) != b"":
+                    union.setdefault(key)
         keys = list(union)
         probs = np.zeros((len(members), len(keys)))
         for i, (ix, lp) in enumerate(zip(self._index, logprobs, strict=True)):
@@ -241,8 +241,8 @@ class GaC(_CrossVocab):
                 position.setdefault(key, len(position))
         self._keys = list(position)
         trash = len(self._keys)  # control tokens that spell nothing land here and are dropped
-        self._maps = [np.array([trash if k is False else position[k] for k in ix.keys],  # type: ignore[index]
-                               dtype=np.int64) for ix in self._index]
+        self._maps = [np.array([position.get(k, trash) for k in ix.keys], dtype=np.int64)
+                      for ix in self._index]
 
     def step(self, members: Sequence[TokenBackend], logprobs: Sequence[np.ndarray],
              pick: Picker) -> Piece:

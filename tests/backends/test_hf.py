@@ -127,7 +127,7 @@ async def test_max_tokens_and_stop_strings_are_per_call_within_a_batch(tiny: Pat
 
 
 async def test_context_overflow_fails_only_that_call(tiny: Path) -> None:
-    b = backend(tiny)
+    b = backend(tiny)  # not loaded yet: the burst also waits for the load together
     long_prompt = " ".join(WORDS * 2)  # about 60 tokens: with 12 more, past 64 positions
     results = await asyncio.gather(
         *(b.generate(user(p), GREEDY) for p in (PROMPTS[0], long_prompt, PROMPTS[1])),
@@ -184,6 +184,16 @@ async def test_backend_survives_event_loops(tiny: Path) -> None:
     # A second loop in a worker thread, as when a CLI command calls asyncio.run twice.
     again = await asyncio.to_thread(asyncio.run, b.generate(user("dog"), GREEDY))
     assert again == first
+    await b.aclose()  # frees the model; a later call loads it again
+    assert await b.generate(user("dog"), GREEDY) == first
+
+
+async def test_chat_template_errors_fail_the_call(tiny: Path) -> None:
+    b = backend(tiny)
+    await b.generate(user("dog"), GREEDY)
+    b._tokenizer.chat_template = "{{ raise_exception('no system role') }}"
+    with pytest.raises(BackendError, match="no system role"):
+        await b.generate([Message("system", "hi")], GREEDY)
 
 
 # --- the generic batcher -----------------------------------------------------------------
