@@ -62,3 +62,32 @@ def test_wheel_ships_agents_prompts_experiments(tmp_path: Path) -> None:
                   "societies/_assets/prompts/debate.j2",
                   "societies/_assets/experiments/quickstart.yaml"):
         assert asset in names
+
+
+def test_sigint_mid_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = config(task={"name": "arithmetic", "n": 12}, run={"concurrency": 2, "cache": False})
+    cfg["models"]["s"]["delay"] = 0.05
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "societies.cli", "run", str(path), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    records = out / "records.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (records.exists() and records.stat().st_size):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    partial = len(records.read_text().splitlines())
+    assert 0 < partial < 24
+    assert subprocess.run(cmd, check=False).returncode == 0
+    lines = records.read_text().splitlines()
+    ids = [json.loads(line)["unit_id"] for line in lines]
+    assert len(ids) == len(set(ids)) == 24
