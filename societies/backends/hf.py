@@ -11,7 +11,12 @@ RNG with it), so its reply depends only on its messages, settings and seed, neve
 around it. With ``batch_sampled: true``, sampled calls that share temperature and top_p batch
 together, seeded once per batch from the sorted seeds of its calls: faster, but a reply then
 depends on which calls happened to share its batch, so reruns are no longer exact. Sampled
-calls without a seed make no reproducibility promise and always batch.
+calls without a seed make no reproducibility promise and always batch. Seeding sets torch's
+global RNG, so other code sampling with torch in other threads of this process can disturb it.
+
+The generation config is built from Settings alone: checkpoint defaults (top_k, repetition
+penalty) are ignored so that replies mean the same as with the other backends. Log-probabilities
+(``Settings.logprobs``) are not reported.
 """
 
 from __future__ import annotations

@@ -123,6 +123,7 @@ async def test_max_tokens_and_stop_strings_are_per_call_within_a_batch(tiny: Pat
     assert together == expected
     assert expected[0].text == " ".join(words[: words.index(stop)])
     assert expected[0].finish_reason == "stop"
+    assert expected[0].completion_tokens < full.completion_tokens  # stopped early, not cut after
     assert expected[1].completion_tokens == 3 and expected[1].finish_reason == "length"
 
 
