@@ -8,11 +8,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from societies.errors import UserError
+
+if TYPE_CHECKING:
+    from societies.metrics import Summary
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -29,8 +34,21 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out or config.output or f"runs/{config.name}"
     store = RunStore(out)
     run = Run(plan, store, limit=args.limit)  # loads task and models: may still refuse input
-    store.prepare(config.model_dump(mode="json"), config.identity())
-    summary = asyncio.run(run.execute(progress=not args.quiet))
+    fresh = not store.config_path.exists()
+
+    async def checked_run() -> Summary:
+        await run.check()  # an unreachable server stops here, before anything is written
+        store.prepare(config.model_dump(mode="json"), config.identity())
+        return await run.execute(progress=not args.quiet)
+
+    try:
+        summary = asyncio.run(checked_run())
+    except UserError:
+        # e.g. a wrong model name, known only from the first reply: leave no directory behind
+        # that would later refuse the corrected config.
+        if fresh and not store.records():
+            shutil.rmtree(store.root, ignore_errors=True)
+        raise
     print(format_table(summary))
     print(f"\nrun directory: {store.root}")
     return 0

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from societies.backends.base import BackendError, Message, TransientBackendError
 from societies.backends.model import Model
@@ -35,11 +36,27 @@ class AgentState:
         return any(t.error for t in self.turns)
 
 
+T = TypeVar("T")
 Node = tuple[AgentState, ...]  # every agent's state after some round, in society order
 
 
 class UnitFailed(Exception):
     """A call failed even after retries; the units below this node are recorded as failed."""
+
+
+async def gather_or_fail(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run ``coros`` together; if one raises, cancel the others and re-raise that error.
+
+    (``asyncio.gather`` alone would leave the siblings running, retrying calls nobody reads.)
+    """
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # let the cancellations land
+        raise
 
 
 def call_seed(base: int, *parts: object) -> int:
@@ -85,10 +102,10 @@ class Engine:
 
     async def _round0(self, society: SocietyPlan, question: Question, repeat: int) -> Node:
         starts = self.protocol.opening(society, question, self.task)
-        turns = await asyncio.gather(*(
+        turns = await gather_or_fail([
             self._turn(agent, msgs, "answer", question, call_seed(agent.settings.seed or 0, repeat,
                                                                   question.id, agent.name, "-"))
-            for agent, msgs in zip(society.agents, starts, strict=True)))
+            for agent, msgs in zip(society.agents, starts, strict=True)])
         return tuple(AgentState((*msgs, Message("assistant", t.reply)), (t,))
                      for msgs, t in zip(starts, turns, strict=True))
 
@@ -114,10 +131,10 @@ class Engine:
             return AgentState((*msgs, Message("assistant", turn.reply)), (*state.turns, turn))
 
         try:
-            return tuple(await asyncio.gather(*(
+            return tuple(await gather_or_fail([
                 advance(agent, state, pattern, msg)
                 for agent, state, (pattern, msg) in zip(society.agents, parent, prompts,
-                                                        strict=True))))
+                                                        strict=True)]))
         except UnitFailed as err:
             return err
 

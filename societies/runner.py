@@ -96,6 +96,11 @@ class Run:
         return (len(self.plan.societies) * self.plan.config.repeats * len(self.questions)
                 * len(self.plan.strategies))
 
+    async def check(self) -> None:
+        """Ask every backend whether it can serve (e.g. a server is reachable)."""
+        for model in self.models.values():
+            await model.backend.check()
+
     async def execute(self, progress: bool = True) -> Summary:
         """Run every unfinished unit, append records in order, and write the summary."""
         protocol = PROTOCOLS[self.plan.config.protocol]()

@@ -35,7 +35,8 @@ def llama_server() -> Iterator[str]:
         model = bundled_path("smollm2")
     except UserError as err:
         pytest.skip(str(err))
-    url, proc = start_llama_server(model)
+    # The prompt cache lets a debate round reuse the KV state of the agent's own first answer.
+    url, proc = start_llama_server(model, extra_args=("--cache", "True"))
     try:
         yield url
     finally:

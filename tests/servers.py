@@ -53,12 +53,14 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_llama_server(model_path: str | Path, port: int | None = None, n_ctx: int = 2048,
-                       logits_all: bool = False,
+                       logits_all: bool = False, extra_args: Sequence[str] = (),
                        wait: float = 120.0) -> tuple[str, subprocess.Popen[bytes]]:
     """Start ``python -m llama_cpp.server`` on loopback and wait until it lists its model.
 
-    The GGUF's own chat template is used (no ``--chat_format``). Output goes to a temporary
-    log file whose tail is shown if the server dies or does not come up within ``wait`` s.
+    The GGUF's own chat template is used (no ``--chat_format``). ``logits_all`` (needed for
+    logprobs) is off by default: it makes every prompt token pay for a full-vocabulary row.
+    ``extra_args`` go to the server as they are. Output goes to a temporary log file whose tail
+    is shown if the server dies or does not come up within ``wait`` s.
 
     Returns:
         The root URL (``http://127.0.0.1:PORT``; the API is under ``/v1``) and the process.
@@ -66,7 +68,7 @@ def start_llama_server(model_path: str | Path, port: int | None = None, n_ctx: i
     port = port or free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
            "--host", LOOPBACK, "--port", str(port), "--n_ctx", str(n_ctx),
-           "--logits_all", str(logits_all)]
+           "--logits_all", str(logits_all), *extra_args]
     # The child keeps its own copy of the log's file descriptor; ours can close at once.
     with tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -120,8 +122,11 @@ class _Loopback:
 
 def fault_schedule(seed: int, n: int, kinds: Sequence[str] = FAULTS,
                    rate: float = 0.5) -> list[str]:
-    """``n`` entries of faults and "ok": every kind at least once, the rest faults with
-    probability ``rate``, shuffled with ``random.Random(seed)``."""
+    """A schedule of ``n`` faults and "ok"s, shuffled with ``random.Random(seed)``.
+
+    Every kind in ``kinds`` appears at least once; each other entry is a fault with
+    probability ``rate``.
+    """
     rng = random.Random(seed)
     rest = [rng.choice(kinds) if rng.random() < rate else "ok" for _ in range(n - len(kinds))]
     schedule = [*kinds, *rest]
@@ -135,7 +140,7 @@ class FaultProxy(_Loopback):
     Request ``i`` to a faulty path gets ``schedule[i]``; past the schedule, a fault drawn from
     ``kinds`` with probability ``rate`` (``random.Random(seed)``), else it is forwarded.
     Other paths (``/v1/models``) are always forwarded. :attr:`counts` counts what was served
-    per kind ("ok" = forwarded untouched).
+    per kind: "ok" = a faulty path forwarded untouched, "other" = any other path.
 
     Args:
         upstream: root URL of the server behind, on 127.0.0.1.
@@ -158,13 +163,16 @@ class FaultProxy(_Loopback):
         self.rate, self.kinds, self.retry_after = rate, tuple(kinds), retry_after
         self.slow_delay, self.fault_paths = slow_delay, tuple(fault_paths)
         self.counts: Counter[str] = Counter()
+        self.upstream_status: Counter[int] = Counter()  # what the upstream answered, by status
         self.requests = 0  # requests to faulty paths
         self._rng = random.Random(seed)
         self._session: aiohttp.ClientSession | None = None
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
 
     async def start(self) -> str:
-        self._session = aiohttp.ClientSession()
+        # A fresh upstream connection per request: a pooled one that uvicorn closed after its
+        # 5 s keep-alive would fail a forward now and then, and the counts must be exact.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         return await super().start()
 
     async def close(self) -> None:
@@ -180,10 +188,10 @@ class FaultProxy(_Loopback):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        fault = "ok"
-        if request.path.endswith(self.fault_paths):
-            fault = self._next_fault()
+        fault = self._next_fault() if request.path.endswith(self.fault_paths) else "other"
         self.counts[fault] += 1
+        if fault == "other":
+            return await self._forward(request, body)
         if fault == "429":
             wait = self._rng.uniform(*self.retry_after)
             return web.json_response({"error": {"message": "rate limited (injected)"}},
@@ -207,6 +215,7 @@ class FaultProxy(_Loopback):
             async with self._session.request(request.method, self.upstream + request.path_qs,
                                              data=body, headers=headers) as up:
                 payload = await up.read()
+                self.upstream_status[up.status] += 1
                 return web.Response(status=up.status, body=payload, content_type=(
                     up.content_type or "application/json"))
         except aiohttp.ClientError as err:

@@ -6,8 +6,15 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from societies.backends.base import ContextOverflowError, Message, Reply, Settings
-from societies.backends.base import TransientBackendError
+import pytest
+
+from societies.backends.base import (
+    ContextOverflowError,
+    Message,
+    Reply,
+    Settings,
+    TransientBackendError,
+)
 from societies.backends.model import RetryPolicy
 from societies.backends.scripted import ScriptedBackend
 from societies.engine import call_seed
@@ -104,10 +111,8 @@ class Flaky(ScriptedBackend):
 async def test_resume_after_crash_no_loss_no_duplicates(tmp_path: Path) -> None:
     cfg = config(task={"name": "arithmetic", "n": 6}, run={"concurrency": 1, "cache": False})
     run = make_run(tmp_path, cfg, Flaky(crash_at=20))
-    try:
+    with pytest.raises(RuntimeError, match="simulated crash"):
         await run.execute(progress=False)
-    except RuntimeError:
-        pass
     first = run.store.records()
     assert 0 < len(first) < 12
     again = ScriptedBackend(tagged_reply)

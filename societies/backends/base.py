@@ -122,5 +122,12 @@ class ChatBackend(abc.ABC):
     async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
         """Return the model's reply to ``messages``."""
 
+    async def check(self) -> None:  # noqa: B027 - optional hook
+        """Fail fast, before a run writes anything, if the backend cannot serve at all.
+
+        Remote backends check that the server answers; local ones have nothing to check
+        (their files were already resolved when they were created).
+        """
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources (servers, sessions, model memory)."""

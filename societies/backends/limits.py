@@ -136,8 +136,10 @@ class RequestLimiter:
         if requests_per_minute is not None:
             from asyncio_throttle import Throttler  # optional dependency, the [openai] extra
 
-            self._throttler = Throttler(rate_limit=1, period=60.0 / requests_per_minute,
-                                        retry_interval=0.005)
+            period = 60.0 / requests_per_minute
+            # The throttler polls; a twentieth of the spacing keeps it precise but not busy.
+            self._throttler = Throttler(rate_limit=1, period=period,
+                                        retry_interval=min(0.05, period / 20))
         self.tokens = TokenBucket(tokens_per_minute) if tokens_per_minute else None
         self._paused_until = 0.0
 

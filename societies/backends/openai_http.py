@@ -1,20 +1,20 @@
 """The ``openai`` backend: any server that speaks OpenAI's chat-completions protocol.
 
 vLLM, Ollama, llama.cpp's server and OpenAI itself all answer ``POST {base_url}/chat/completions``.
-What the engine makes of each failure decides how it is raised here:
+Failures are raised as what the engine should make of them:
 
 * 429, 408, 5xx, timeouts, dropped connections: :class:`TransientBackendError` (with the
-  server's ``Retry-After``). :class:`~societies.backends.model.Model` retries; a unit whose call
-  still fails is recorded failed and redone on resume.
+  server's ``Retry-After``); ``Model`` retries, and a unit whose call still fails is recorded
+  failed and redone on resume. A server lost *mid-run* is transient too.
 * 400 naming the context length: :class:`ContextOverflowError`; that agent's branch ends.
 * An unknown model, a wrong ``base_url`` (404), a refused API key, or a server that cannot be
-  reached before the first call: :class:`EndpointError`. It is a ``UserError``, *not* a
-  ``BackendError``: the engine turns backend errors into failed units and carries on, which
-  would fill a run with failures that no retry can fix; a ``UserError`` escapes the engine and
-  the CLI prints it as one line and exits 2. A server lost *mid-run* is transient instead.
+  reached before the first call: :class:`EndpointError`, a ``UserError`` and *not* a
+  ``BackendError``. The engine turns backend errors into failed units and carries on, filling
+  the run with failures no retry fixes; a ``UserError`` escapes it, and the CLI prints one line
+  and exits 2.
 
-The API key is read from the environment variable named by ``api_key_env`` and never appears in
-options, identity, records, logs, error messages or reprs.
+The API key is read from the variable named by ``api_key_env``; it never appears in options,
+identity, records, logs, error messages or reprs.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from societies.errors import MissingDependency, UserError
 if TYPE_CHECKING:
     import aiohttp
 
-TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 _CONTEXT = re.compile(r"context[ _](length|window)|maximum context|too many tokens|"
                       r"prompt is too long|exceeds? the model", re.I)
 _NO_MODEL = re.compile(r"model.{0,200}(not found|does not exist|not exist|unknown)|"
@@ -67,8 +66,8 @@ class Options(BaseModel):
     model: str = Field(min_length=1, description="model name as the server knows it")
     api_key_env: str | None = Field(None, description="NAME of the variable holding the key")
     timeout: float = Field(120.0, gt=0, description="seconds for one request, all included")
-    connect_wait: float = Field(10.0, ge=0, description="seconds to wait for the server to come "
-                                "up before the first call; then it is a user error")
+    connect_wait: float = Field(10.0, ge=0, description="seconds to wait for the server to "
+                                "answer before the first call")
     requests_per_minute: int | None = Field(None, gt=0)
     tokens_per_minute: int | None = Field(None, gt=0)
     max_concurrent: int = Field(8, gt=0)
@@ -143,7 +142,7 @@ class OpenAIBackend(ChatBackend):
         self.options = options
         self._key = _Secret(api_key) if api_key else None
         self._state: _LoopState | None = None
-        self._reached = False
+        self._reached = self._closed = False
         self._unreachable: str | None = None  # once given up on, later callers fail at once
         self._where = f"openai {options.base_url} model {options.model!r}"  # error prefix
         self._identity = f"openai:{options.base_url}:{options.model}"
@@ -167,13 +166,17 @@ class OpenAIBackend(ChatBackend):
 
     async def _loop_state(self) -> _LoopState:
         aiohttp = _require_aiohttp()
+        if self._closed:  # e.g. a straggling retry after its run ended: no stray traffic
+            raise BackendError(f"{self._where}: the backend is closed")
         loop = asyncio.get_running_loop()
         state = self._state
         if state is None or state.loop is not loop or state.session.closed:
             opts = self.options
+            # uvicorn-based servers (vLLM, llama-cpp-python) drop idle connections after 5 s;
+            # letting ours go first avoids sending a request down a connection being closed.
             session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=opts.timeout),
-                connector=aiohttp.TCPConnector(limit=opts.max_concurrent))
+                connector=aiohttp.TCPConnector(limit=opts.max_concurrent, keepalive_timeout=4.0))
             limiter = RequestLimiter(opts.max_concurrent, opts.requests_per_minute,
                                      opts.tokens_per_minute)
             state = self._state = _LoopState(loop, session, limiter, asyncio.Lock())
@@ -242,7 +245,7 @@ class OpenAIBackend(ChatBackend):
         if status in (400, 413, 422) and (code == "context_length_exceeded"
                                           or _CONTEXT.search(message)):
             return ContextOverflowError(f"{where}: {message}")
-        if status in TRANSIENT_STATUS or status >= 500:
+        if status in (408, 409, 425, 429) or status >= 500:
             retry_after = parse_retry_after(headers.get("Retry-After"))
             return TransientBackendError(f"{where}: {message}", retry_after)
         return BackendError(f"{where}: {message}")
@@ -272,6 +275,12 @@ class OpenAIBackend(ChatBackend):
                                "OpenAI-compatible API?")
         return data
 
+    async def check(self) -> None:
+        """Raise EndpointError now if the server cannot be reached."""
+        state = await self._loop_state()
+        if not self._reached:
+            await self._reach(state)
+
     async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
         state = await self._loop_state()
         if not self._reached:
@@ -292,7 +301,11 @@ class OpenAIBackend(ChatBackend):
                      logprobs=parse_logprobs(choice) if settings.logprobs is not None else None)
 
     async def aclose(self) -> None:
-        """Close the HTTP session (only possible from the loop that opened it)."""
+        """Close the HTTP session; later calls fail with BackendError and send nothing.
+
+        The session is closed only from the loop that opened it (aiohttp cannot do otherwise).
+        """
+        self._closed = True
         state, self._state = self._state, None
         if state is not None and state.loop is asyncio.get_running_loop():
             await state.session.close()

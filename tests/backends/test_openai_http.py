@@ -1,7 +1,7 @@
 """The ``openai`` backend against a real llama.cpp server on loopback, a fault proxy, and stubs.
 
-Real-server tests keep to 2 agents, 2 questions, 1 round and short replies: every call costs
-about a second on two CPU cores.
+Real-server tests keep to 2 agents, 2 questions, 1 round and short replies: on two CPU cores
+each call spends most of its time evaluating a prompt of a few hundred tokens.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import email.utils
 import itertools
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from societies.backends.base import (
     Settings,
     TransientBackendError,
 )
+from societies.backends.bundled import bundled_path
 from societies.backends.limits import MAX_RETRY_AFTER, TokenBucket, parse_retry_after
 from societies.backends.model import Model, RetryPolicy
 from societies.backends.openai_http import EndpointError, OpenAIBackend, Options, create
@@ -36,7 +38,16 @@ from societies.metrics import Summary
 from societies.plan import build_plan
 from societies.runner import ModelFactory, Run
 from societies.storage import RunStore
-from tests.servers import FAULTS, FaultProxy, StubServer, completion, fault_schedule, free_port
+from tests.servers import (
+    FAULTS,
+    FaultProxy,
+    StubServer,
+    completion,
+    fault_schedule,
+    free_port,
+    start_llama_server,
+    stop_process,
+)
 
 SHORT = Settings(temperature=0.0, max_tokens=16, seed=1)
 ASK = [Message("user", "What is 2 + 3? Answer with one number.")]
@@ -48,13 +59,13 @@ def backend(base_url: str, **options: Any) -> OpenAIBackend:
                   None)
 
 
-def society_config(base_url: str, name: str = "openai-run") -> ExperimentConfig:
+def society_config(base_url: str, max_tokens: int = 24) -> ExperimentConfig:
     return parse_config({
-        "name": name,
+        "name": "openai-run",
         "models": {"srv": {"backend": "openai", "base_url": base_url, "model": "smollm2",
                            "timeout": 60, "connect_wait": 1}},
         "defaults": {"model": "srv",
-                     "sampling": {"temperature": 0.7, "max_tokens": 24, "seed": 3}},
+                     "sampling": {"temperature": 0.7, "max_tokens": max_tokens, "seed": 3}},
         "societies": [{"name": "pair", "overconfident": 1, "easy_going": 1}],
         "rounds": 1, "strategies": ["0"],
         "task": {"name": "arithmetic", "n": 2},
@@ -67,7 +78,8 @@ def fast_retries(attempts: int = 8) -> ModelFactory:
     return lambda pool, name: Model(pool.chat(name), name, policy)
 
 
-async def run_society(config: ExperimentConfig, root: Path, factory: ModelFactory,
+async def run_society(config: ExperimentConfig, root: Path,
+                      factory: ModelFactory | None = None,
                       limit: int | None = None) -> tuple[RunStore, Summary]:
     store = RunStore(root)
     run = Run(build_plan(config), store, limit=limit, model_factory=factory)
@@ -96,12 +108,16 @@ async def test_generate_returns_text_and_usage(llama_server: str) -> None:
 
 
 @pytest.mark.real
-async def test_logprobs_pass_through(llama_server: str) -> None:
-    b = backend(f"{llama_server}/v1")
+@pytest.mark.slow
+async def test_logprobs_pass_through() -> None:
+    # Logprobs need a server started with logits_all, which slows every prompt: its own server.
+    url, proc = start_llama_server(bundled_path("smollm2"), logits_all=True)
+    b = backend(f"{url}/v1")
     try:
         reply = await b.generate(ASK, Settings(temperature=0.0, max_tokens=3, logprobs=2))
     finally:
         await b.aclose()
+        stop_process(proc)
     assert reply.logprobs is not None and len(reply.logprobs) == reply.completion_tokens
     for token in reply.logprobs:
         assert token.logprob <= 0 and 1 <= len(token.top) <= 2
@@ -121,7 +137,7 @@ async def test_context_overflow_from_real_server(llama_server: str) -> None:
 @pytest.mark.real
 async def test_society_run_end_to_end(llama_server: str, tmp_path: Path) -> None:
     config = society_config(f"{llama_server}/v1")
-    store, summary = await run_society(config, tmp_path, fast_retries())
+    store, summary = await run_society(config, tmp_path)  # the runner's own model factory
     records = store.records()
     assert len(records) == 2 and all(r.status == "ok" for r in records)
     for record in records:
@@ -137,7 +153,7 @@ async def test_society_run_survives_injected_faults(llama_server: str, tmp_path:
     # more failures than it has attempts (8 > the 8 scheduled entries minus the slow ones).
     schedule = fault_schedule(seed=11, n=8)
     async with FaultProxy(llama_server, schedule, seed=11) as proxy:
-        store, summary = await run_society(society_config(f"{proxy.url}/v1"), tmp_path,
+        store, summary = await run_society(society_config(f"{proxy.url}/v1", 8), tmp_path,
                                            fast_retries(attempts=8))
     assert all(proxy.counts[kind] > 0 for kind in FAULTS), proxy.counts
     lines = record_lines(store)
@@ -152,7 +168,7 @@ async def test_society_run_survives_injected_faults(llama_server: str, tmp_path:
 async def test_failed_units_are_redone_and_only_they(llama_server: str, tmp_path: Path) -> None:
     # The URL is part of the config identity, so "a healthy server" is the same proxy healed.
     async with FaultProxy(llama_server) as proxy:
-        config = society_config(f"{proxy.url}/v1")
+        config = society_config(f"{proxy.url}/v1", max_tokens=8)
         await run_society(config, tmp_path, fast_retries(), limit=1)  # question 1 only
         assert proxy.counts["ok"] == 4  # 2 agents x (answer + 1 debate round)
 
@@ -165,7 +181,8 @@ async def test_failed_units_are_redone_and_only_they(llama_server: str, tmp_path
         proxy.rate = 0.0
         before = proxy.counts["ok"]
         store, summary = await run_society(config, tmp_path, fast_retries())
-        assert proxy.counts["ok"] - before == 4  # only the failed unit's calls were made again
+        # Only the failed unit's calls were made again.
+        assert proxy.counts["ok"] - before == 4, (proxy.counts, proxy.upstream_status)
     oks = Counter(line["unit_id"] for line in record_lines(store) if line["status"] == "ok")
     assert len(oks) == 2 and set(oks.values()) == {1}
     assert summary.groups[0].n_units == 2 and summary.groups[0].failed_units == 0
@@ -195,6 +212,7 @@ def test_unreachable_server_stops_the_cli_with_exit_2(tmp_path: Path,
     assert main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("societies: error: ") and url in err
+    assert not (tmp_path / "run").exists()  # checked before anything was written
 
 
 async def _not_found(body: dict[str, Any], request: web.Request) -> web.StreamResponse:
@@ -212,6 +230,21 @@ async def test_wrong_model_name_stops_the_run(tmp_path: Path) -> None:
         # In a run it is not a failed unit: it escapes the engine as a UserError (exit 2).
         with pytest.raises(UserError, match="no model 'smollm2'"):
             await run_society(society_config(url), tmp_path, fast_retries())
+
+
+async def test_wrong_model_name_in_the_cli_leaves_no_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with StubServer(_not_found) as stub:
+        data = society_config(f"{stub.url}/v1").model_dump(mode="json")
+        config = tmp_path / "exp.yaml"
+        config.write_text(json.dumps(data))
+        argv = ["run", str(config), "--out", str(tmp_path / "run"), "--quiet"]
+        assert await asyncio.to_thread(main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "smollm2" in err
+    # Nothing is left that would refuse the corrected config in the same directory.
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_api_key_variable_fails_at_create(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,6 +313,18 @@ async def test_request_body_and_reply_parsing() -> None:
     assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == ("5", 7, 1)
     assert reply.logprobs and reply.logprobs[0].top == (("5", -0.1), ("6", -2.5))
     assert b.identity.startswith(f"openai:{stub.url}/v1:m1:")  # extra_body is in the identity
+
+
+async def test_calls_after_aclose_fail_without_traffic() -> None:
+    # The engine may leave a sibling call retrying after its unit failed; once the run has
+    # closed the pool, that call must not reach the server any more.
+    async with StubServer() as stub:
+        b = backend(f"{stub.url}/v1")
+        await b.generate(ASK, SHORT)
+        await b.aclose()
+        with pytest.raises(BackendError, match="closed"):
+            await b.generate(ASK, SHORT)
+    assert len(stub.requests) == 1
 
 
 def _error(status: int, message: str, **headers: str) -> Any:
@@ -371,9 +416,12 @@ async def test_token_bucket_waits_and_settles_with_real_usage() -> None:
 
 
 async def test_tokens_per_minute_is_corrected_by_reported_usage() -> None:
-    async with StubServer() as stub:  # the stub reports 5 + 3 tokens
-        b = backend(f"{stub.url}/v1", tokens_per_minute=10_000)
+    async with StubServer() as stub:  # the stub reports 5 + 3 tokens; the estimate is ~25
+        b = backend(f"{stub.url}/v1", tokens_per_minute=600)  # refills 10 tokens a second
+        started = time.monotonic()
         await b.generate(ASK, SHORT)
         assert b._state is not None and b._state.limiter.tokens is not None
-        assert b._state.limiter.tokens.level == pytest.approx(10_000 - 8, abs=1)
+        level = b._state.limiter.tokens.level
+        refilled = 10 * (time.monotonic() - started)
         await b.aclose()
+    assert 600 - 8 - 1e-6 <= level <= 600 - 8 + refilled
