@@ -80,12 +80,21 @@ class PriceConfig(Strict):
     completion: float = Field(0.0, ge=0)
 
 
+class RetryConfig(Strict):
+    """Retries of transient backend errors (429, 5xx, timeouts): exponential backoff, jitter."""
+
+    attempts: int = Field(5, gt=0, description="tries per call, the first included")
+    base_delay: float = Field(0.5, ge=0, description="seconds before the first retry")
+    max_delay: float = Field(30.0, ge=0, description="cap on one wait (Retry-After wins)")
+
+
 class RunConfig(Strict):
     """Execution settings: they do not change results, so resume ignores them."""
 
     concurrency: int = Field(4, gt=0, description="backend calls in flight at once")
     cache: bool = Field(True, description="use the LLM-call cache")
     prices: dict[str, PriceConfig] = Field({}, description="model name → price, for the ledger")
+    retry: RetryConfig = RetryConfig()
 
 
 class ExperimentConfig(Strict):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from societies.backends.cache import CallCache
-from societies.backends.model import Model
+from societies.backends.model import Model, RetryPolicy
 from societies.backends.registry import BackendPool
 from societies.engine import Engine
 from societies.ledger import build_ledger
@@ -74,7 +74,10 @@ class Run:
         if cache is None and plan.config.run.cache:
             cache = CallCache()
         self.cache = cache
-        factory = model_factory or (lambda pool, name: Model(pool.chat(name), name, cache=cache))
+        r = plan.config.run.retry
+        retry = RetryPolicy(r.attempts, r.base_delay, r.max_delay)
+        factory = model_factory or (
+            lambda pool, name: Model(pool.chat(name), name, retry=retry, cache=cache))
         names = sorted({a.model for s in plan.societies for a in s.agents})
         self.models = {name: factory(self.pool, name) for name in names}
 

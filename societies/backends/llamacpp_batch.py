@@ -1,18 +1,20 @@
-"""In-process llama.cpp with batched decoding: many concurrent calls share each forward pass.
+"""In-process llama.cpp with batched decoding: concurrent calls share each forward pass.
 
-The engine issues every agent of a round, for several questions, at once. ``llamacpp`` serialises
-those calls; this backend queues them, and one worker thread runs a continuous-batching loop on
-one llama context with ``n_seq_max = max_sequences`` and a unified KV cache: every step puts the
-next token of each active sequence, plus prompt chunks of newly admitted ones, into one
-``llama_batch`` and calls ``llama_decode`` once. Small models on CPU are bound by reading the
-weights, so a step for 8 sequences costs little more than a step for one.
+The engine issues every agent of a round, for several questions, at once; ``llamacpp`` serves
+them one by one. Here they queue, and one worker thread runs a continuous-batching loop on one
+llama context with ``n_seq_max = max_sequences``: each step puts the next token of every active
+sequence, plus prompt chunks of newly admitted ones, into one ``llama_batch`` and calls
+``llama_decode`` once. Weight reads and per-call overheads are shared by all sequences.
 
-Prompts and sampling mirror ``llamacpp``: the handler llama-cpp-python would use formats the
-prompt and supplies its stop strings and sampling defaults (repeat penalty, top-k, min-p), and
-the same chain is applied in numpy, so greedy replies match ``llamacpp`` (up to rounding noise,
-see experiments/bench/README.md). Sampled replies come from a numpy generator seeded per request,
-so they do not depend on which requests share a batch; they differ from ``llamacpp``'s, hence
-the separate identity.
+The KV cache has one stream per sequence (``kv_unified = False``) rather than one unified
+buffer: in a unified cache a sequence's cells interleave with its neighbours', which changes
+llama.cpp's rounding, and 4-bit activation quantization amplifies that into logit differences
+of up to ~1 (measured on SmolLM2), enough to change greedy replies with batch composition. With
+a stream per sequence the logits are bit-identical whatever shares the batch.
+
+Prompts and sampling reuse llama-cpp-python's own request preparation (:class:`_Capture`), so
+greedy replies equal ``llamacpp``'s; sampled replies use a numpy generator seeded per request,
+so they too do not depend on the batch, but they differ from ``llamacpp``'s (own identity).
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import llama_cpp
 import numpy as np
+from llama_cpp import Llama
+from llama_cpp._internals import LlamaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from societies.backends.base import (
@@ -45,7 +50,7 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="GGUF file, or bundled:smollm2 / bundled:gemma3")
-    n_ctx: int = Field(16384, gt=0, description="KV cells, split evenly between sequences")
+    n_ctx: int = Field(16384, gt=0, description="KV cells in all, split evenly between sequences")
     max_sequences: int = Field(8, ge=1, le=256, description="sequences decoded together")
     n_threads: int | None = Field(None, gt=0)
     n_batch: int = Field(512, gt=0, description="most tokens in one llama_decode call")
@@ -54,11 +59,12 @@ class Options(BaseModel):
 
 @dataclass
 class BatchStats:
-    """Counters of the decode loop (benchmarks and tests read them)."""
+    """Counters of the decode loop, for benchmarks and tests."""
 
     decode_calls: int = 0
     tokens_decoded: int = 0
     max_sequences_per_call: int = 0
+    moves: int = 0  # sequences moved to a lower stream to close a gap
 
 
 class _Captured(Exception):
@@ -67,30 +73,26 @@ class _Captured(Exception):
 
 
 class _Capture:
-    """Prepares a request exactly as ``Llama`` would for ``llamacpp``, then stops before decoding.
+    """Stands in for ``Llama``: runs its request preparation, and stops where decoding starts.
 
-    It stands in for the ``Llama`` object: the chat handler renders the template and adds its
-    stop strings, ``_create_completion`` tokenizes and fills in the sampling defaults, and the
-    call to ``generate`` is where we take over. Reusing that code (rather than copying it) keeps
-    prompts and sampling identical to ``llamacpp`` whatever the chat format.
+    The chat handler renders the template and adds its stops, ``_create_completion`` tokenizes
+    and fills in the sampling defaults (top-k 40, min-p 0.05, ...); ``generate`` is where we take
+    over. Reusing that code rather than copying it keeps prompts and sampling identical to
+    ``llamacpp`` for every chat format.
     """
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Llama) -> None:
         self._llm = llm
-        self._n_ctx = 1 << 30  # llama-cpp's own length check would use its small context
+        self._n_ctx = 1 << 30  # Llama's length check would use its own tiny context
         self.stop: str | list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._llm, name)
 
     def create_completion(self, *args: Any, **kwargs: Any) -> Any:
-        from llama_cpp import Llama
-
         return Llama.create_completion(self, *args, **kwargs)  # type: ignore[arg-type]
 
     def _create_completion(self, **kwargs: Any) -> Any:
-        from llama_cpp import Llama
-
         self.stop = kwargs.get("stop") or []
         return Llama._create_completion(self, **kwargs)  # type: ignore[arg-type]
 
@@ -108,13 +110,13 @@ class _Request:
 
 @dataclass
 class _Seq:
-    """A request holding a sequence slot (KV sequence id)."""
+    """An admitted request; ``slot`` is its sequence id and KV stream."""
 
     req: _Request
     slot: int
     prompt: list[int]
     stops: list[str]
-    params: dict[str, Any]
+    params: dict[str, Any]  # llama-cpp-python's sampling parameters for this request
     max_new: int
     rng: np.random.Generator
     fed: int = 0  # tokens already in the KV cache
@@ -123,12 +125,12 @@ class _Seq:
 
 
 def sample(logits: np.ndarray, history: Sequence[int], params: dict[str, Any],
-           rng: np.random.Generator, last_n: int) -> int:
+           rng: np.random.Generator, last_n: int = 64) -> int:
     """Pick a token as llama-cpp-python's sampler chain does, given ``generate``'s parameters.
 
-    Order: penalties over the last ``last_n`` generated tokens, then greedy when ``temp`` is 0,
-    else top-k, top-p, min-p, temperature and a draw. The penalty arithmetic stays in float32
-    as in C, so greedy picks agree with llama.cpp on the same logits.
+    Penalties over the last ``last_n`` generated tokens, then greedy when ``temp`` is 0, else
+    top-k, top-p, min-p, temperature and a draw from ``rng``. Penalties use float32 arithmetic as
+    the C code does, so greedy picks agree with llama.cpp's on the same logits.
     """
     repeat = np.float32(params.get("repeat_penalty", 1.0))
     freq = np.float32(params.get("frequency_penalty", 0.0))
@@ -144,12 +146,10 @@ def sample(logits: np.ndarray, history: Sequence[int], params: dict[str, Any],
     idx = np.argpartition(-logits, k - 1)[:k] if 0 < k < logits.size else np.arange(logits.size)
     idx = idx[np.argsort(-logits[idx], kind="stable")]
     z = logits[idx].astype(np.float64)
-    top_p = float(params.get("top_p", 1.0))
-    if top_p < 1.0:
+    if (top_p := float(params.get("top_p", 1.0))) < 1.0:
         probs = np.exp(z - z[0])
         z = z[: int(np.searchsorted(np.cumsum(probs / probs.sum()), top_p)) + 1]
-    min_p = float(params.get("min_p", 0.0))
-    if min_p > 0:
+    if (min_p := float(params.get("min_p", 0.0))) > 0:
         z = z[z >= z[0] + np.log(min_p)]
     probs = np.exp((z - z[0]) / float(params["temp"]))
     return int(idx[rng.choice(z.size, p=probs / probs.sum())])
@@ -158,8 +158,9 @@ def sample(logits: np.ndarray, history: Sequence[int], params: dict[str, Any],
 class LlamaCppBatchBackend(ChatBackend):
     """A GGUF model whose concurrent calls are decoded together in one llama context.
 
-    Each sequence gets ``n_ctx // max_sequences`` KV cells, so admitted requests can never run
-    the shared cache dry; a prompt that does not fit its share raises ContextOverflowError.
+    Each sequence owns ``n_ctx // max_sequences`` KV cells (its stream); a prompt that does not
+    fit raises ContextOverflowError for that call only, and a completion stops at the limit
+    with finish_reason "length", as ``llamacpp`` does at its ``n_ctx``.
 
     Attributes:
         stats: decode-loop counters.
@@ -174,13 +175,14 @@ class LlamaCppBatchBackend(ChatBackend):
         self._cond = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._closing = False
-        self._broken: BackendError | None = None  # set once the worker can serve no more calls
+        self._broken: BackendError | None = None  # set once the worker serves no more calls
         self._thread: threading.Thread | None = None
         self._llm: Any = None
         self._ctx: Any = None
         self._batch: Any = None
+        self._share = 0
         self._active: list[_Seq] = []
-        self._free: list[int] = list(range(options.max_sequences))[::-1]
+        self._free = set(range(options.max_sequences))
 
     @property
     def identity(self) -> str:
@@ -207,12 +209,12 @@ class LlamaCppBatchBackend(ChatBackend):
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
 
-    # --- everything below runs in the worker thread -------------------------------------------
+    # Everything below runs in the worker thread, the only one touching llama.cpp.
 
     def _run(self) -> None:
         try:
             self._load()
-        except Exception as err:  # a broken file: fail every call, now and later
+        except Exception as err:  # e.g. a corrupt file: fail every call, now and later
             self._fail_all(BackendError(f"{self.path.name}: cannot load model: {err}"))
             return
         while True:
@@ -223,9 +225,14 @@ class LlamaCppBatchBackend(ChatBackend):
                     break
                 admitted = []
                 while self._pending and self._free:
-                    admitted.append((self._pending.popleft(), self._free.pop()))
+                    slot = min(self._free)  # lowest first keeps the active streams contiguous
+                    self._free.remove(slot)
+                    admitted.append((self._pending.popleft(), slot))
+                idle_slots = not self._pending
             for request, slot in admitted:
                 self._admit(request, slot)
+            if idle_slots:
+                self._compact()
             try:
                 self._step()
             except BackendError as err:
@@ -235,30 +242,24 @@ class LlamaCppBatchBackend(ChatBackend):
         self._release()
 
     def _load(self) -> None:
-        import llama_cpp
-        from llama_cpp import Llama
-        from llama_cpp._internals import LlamaContext
-
+        # The Llama object supplies the weights, tokenizer and chat handler; its own context is
+        # kept tiny. Ours copies its settings (threads, attention type) except the sizes.
         self._llm = Llama(model_path=str(self.path), n_ctx=256, n_batch=64,
                           n_threads=self.options.n_threads, verbose=False)
-        # Same settings as llamacpp's own context (threads, attention) except the sizes.
         params = type(self._llm.context_params).from_buffer_copy(self._llm.context_params)
         params.n_ctx = self.options.n_ctx
         params.n_batch = params.n_ubatch = self.options.n_batch
         params.n_seq_max = self.options.max_sequences
-        params.kv_unified = True
+        params.kv_unified = False
         if self.options.n_threads:
             params.n_threads_batch = self.options.n_threads
         self._ctx = LlamaContext(model=self._llm._model, params=params, verbose=False)
-        self._share = self._ctx.n_ctx() // self.options.max_sequences
+        self._share = llama_cpp.llama_n_ctx_seq(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(self.options.n_batch, 0, 1)
-        self._n_vocab = self._llm.n_vocab()
 
     def _format(self, request: _Request) -> tuple[list[int], list[str], dict[str, Any]]:
-        from llama_cpp import Llama
-
         settings, capture = request.settings, _Capture(self._llm)
-        # The same arguments llamacpp passes, so the same prompt, stops and sampling result.
+        # Exactly the arguments llamacpp passes, hence its prompt, stops and sampler settings.
         common: dict[str, Any] = {"temperature": settings.temperature, "top_p": settings.top_p,
                                   "max_tokens": settings.max_tokens, "seed": settings.seed}
         try:
@@ -273,103 +274,116 @@ class LlamaCppBatchBackend(ChatBackend):
                                           stop=[*PLAIN_STOPS, *settings.stop], **common)
         except _Captured as got:
             stops = [capture.stop] if isinstance(capture.stop, str) else list(capture.stop)
-            return got.tokens, stops, got.params
+            return got.tokens, [s for s in stops if s], got.params
         raise BackendError(f"{self.path.name}: llama-cpp-python never reached generate()")
 
     def _admit(self, request: _Request, slot: int) -> None:
         try:
             prompt, stops, params = self._format(request)
-        except Exception as err:  # a template raising on these messages fails this call only
-            self._free.append(slot)
-            self._resolve(request, BackendError(f"{self.path.name}: {err}"))
+            if len(prompt) >= self._share:
+                raise ContextOverflowError(
+                    f"{self.path.name}: prompt of {len(prompt)} tokens does not fit the "
+                    f"{self._share} tokens of context per sequence (n_ctx {self.options.n_ctx}"
+                    f" / max_sequences {self.options.max_sequences})")
+        except Exception as err:  # a template rejecting these messages fails this call only
+            self._free.add(slot)
+            self._resolve(request, err if isinstance(err, BackendError)
+                          else BackendError(f"{self.path.name}: {err}"))
             return
-        if len(prompt) >= self._share:
-            self._free.append(slot)
-            self._resolve(request, ContextOverflowError(
-                f"{self.path.name}: prompt of {len(prompt)} tokens exceeds the context share of "
-                f"{self._share} tokens (n_ctx {self._ctx.n_ctx()} / "
-                f"max_sequences {self.options.max_sequences})"))
-            return
-        self._active.append(_Seq(
-            request, slot, prompt, [s for s in stops if s], params,
-            min(request.settings.max_tokens, self._share - len(prompt)),
-            np.random.default_rng(request.settings.seed)))
+        self._active.append(_Seq(request, slot, prompt, stops, params,
+                                 min(request.settings.max_tokens, self._share - len(prompt)),
+                                 np.random.default_rng(request.settings.seed)))
+
+    def _compact(self) -> None:
+        # llama.cpp batches several streams in one ubatch only for consecutive sequence ids
+        # (split_equal(sequential=true)); a hole left by a finished sequence would split every
+        # step. Moving the top sequence into the hole copies its stream cell for cell, so its
+        # numbers do not change.
+        while self._active and self._free:
+            top = max(self._active, key=lambda s: s.slot)
+            low = min(self._free)
+            if low > top.slot:
+                return
+            llama_cpp.llama_memory_seq_cp(self._ctx.memory, top.slot, low, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self._ctx.memory, top.slot, -1, -1)
+            self._free.remove(low)
+            self._free.add(top.slot)
+            top.slot = low
+            self.stats.moves += 1
 
     def _step(self) -> None:
-        import llama_cpp
-
-        for seq in [s for s in self._active if s.req.future.done()]:  # cancelled by the caller
+        for seq in [s for s in self._active if s.req.future.done()]:  # the caller gave up
             self._finish(seq, None)
+        # Every decoding sequence gets its token, and one prompt (oldest first) what is left of
+        # n_batch. Two prompts in one call would share ubatches several tokens per stream deep,
+        # which llama.cpp computes with different rounding than one stream alone.
+        room = self.options.n_batch - sum(s.fed >= len(s.prompt) for s in self._active)
+        filling = next((s for s in self._active if s.fed < len(s.prompt)), None)
         batch, n, rows = self._batch, 0, []
-        # Decoding sequences first, so that long prompts never stall them; prompts fill the rest.
-        for seq in sorted(self._active, key=lambda s: s.fed < len(s.prompt)):
-            todo = (seq.prompt + seq.out)[seq.fed:]
-            take = todo[: self.options.n_batch - n]
-            for j, token in enumerate(take):
-                batch.token[n], batch.pos[n] = token, seq.fed + j
+        for seq in sorted(self._active, key=lambda s: s.slot):  # llama.cpp wants id order
+            if seq.fed >= len(seq.prompt):
+                take = seq.out[-1:]
+            else:
+                take = seq.prompt[seq.fed:seq.fed + max(room, 0)] if seq is filling else []
+            for token in take:
+                batch.token[n], batch.pos[n] = token, seq.fed
                 batch.n_seq_id[n], batch.seq_id[n][0] = 1, seq.slot
-                last = j == len(todo) - 1
-                batch.logits[n] = last
-                if last:
+                seq.fed += 1
+                batch.logits[n] = seq.fed == len(seq.prompt) + len(seq.out)
+                if batch.logits[n]:
                     rows.append((seq, n))
                 n += 1
-            seq.fed += len(take)
         if n == 0:
             return
         batch.n_tokens = n
-        code = llama_cpp.llama_decode(self._ctx.ctx, batch)
-        if code != 0:
+        if (code := llama_cpp.llama_decode(self._ctx.ctx, batch)) != 0:
             raise BackendError(f"{self.path.name}: llama_decode failed with code {code}")
         self.stats.decode_calls += 1
         self.stats.tokens_decoded += n
         self.stats.max_sequences_per_call = max(self.stats.max_sequences_per_call,
                                                 len({batch.seq_id[i][0] for i in range(n)}))
+        n_vocab = self._llm.n_vocab()
         for seq, row in rows:
             ptr = llama_cpp.llama_get_logits_ith(self._ctx.ctx, row)
-            logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
+            logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
             self._advance(seq, sample(logits, seq.out, seq.params, seq.rng,
                                       self._llm.last_n_tokens_size))
 
     def _advance(self, seq: _Seq, token: int) -> None:
-        import llama_cpp
-
         if llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, token):
             self._finish(seq, self._reply(seq, seq.text.decode(errors="ignore"), "stop"))
             return
         seq.out.append(token)
         seq.text += self._llm.detokenize([token])
         text = seq.text.decode(errors="ignore")
-        cuts = [text.index(s) for s in seq.stops if s in text]
-        if cuts:
+        if cuts := [text.index(s) for s in seq.stops if s in text]:
             self._finish(seq, self._reply(seq, text[: min(cuts)], "stop"))
         elif len(seq.out) >= seq.max_new:
             self._finish(seq, self._reply(seq, text, "length"))
 
-    def _reply(self, seq: _Seq, text: str, reason: str) -> Reply:
+    @staticmethod
+    def _reply(seq: _Seq, text: str, reason: str) -> Reply:
         return Reply(text=text.strip(), prompt_tokens=len(seq.prompt),
                      completion_tokens=len(seq.out), finish_reason=reason)
 
     def _finish(self, seq: _Seq, result: Reply | BaseException | None) -> None:
-        import llama_cpp
-
         llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq.slot, -1, -1)
         self._active.remove(seq)
-        self._free.append(seq.slot)
+        self._free.add(seq.slot)
         if result is not None:
             self._resolve(seq.req, result)
 
     @staticmethod
     def _resolve(request: _Request, result: Reply | BaseException) -> None:
         def settle() -> None:
-            if request.future.done():  # the caller gave up (cancelled)
+            if request.future.done():  # cancelled meanwhile
                 return
             if isinstance(result, BaseException):
                 request.future.set_exception(result)
             else:
                 request.future.set_result(result)
 
-        # A closed event loop raises: nobody is waiting for that reply any more.
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits for this any more
             request.loop.call_soon_threadsafe(settle)
 
     def _fail_all(self, err: BackendError) -> None:
@@ -381,8 +395,6 @@ class LlamaCppBatchBackend(ChatBackend):
         self._active.clear()
 
     def _release(self) -> None:
-        import llama_cpp
-
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import threading
 from collections.abc import Sequence
@@ -194,6 +195,9 @@ class EnsembleBackend(ChatBackend):
 
 def create(options: Options, resolver: Any) -> EnsembleBackend:
     """Build an ensemble backend; checks members and vocabularies without loading models."""
+    deepen = "societies.ensembles.deepen"
+    if options.method == "deepen" and importlib.util.find_spec(deepen) is None:
+        raise ConfigError("ensemble method deepen is not available in this installation")
     specs = [resolver.spec(name) for name in options.members]
     for name, spec in zip(options.members, specs, strict=True):
         if spec.backend not in ("llamacpp", "transformers"):

@@ -109,7 +109,8 @@ class Contrastive(_SameVocab):
             amateur = amateur / self.amateur_temperature
             amateur = amateur - np.logaddexp.reduce(amateur)
         plausible = expert >= np.log(self.alpha) + expert.max()
-        return np.where(plausible, expert - amateur, -np.inf)
+        with np.errstate(invalid="ignore"):  # -inf - -inf where neither can say the token
+            return np.where(plausible, expert - amateur, -np.inf)
 
 
 class ProxyTuning(_SameVocab):
@@ -124,7 +125,9 @@ class ProxyTuning(_SameVocab):
 
     def scores(self, logprobs: Sequence[np.ndarray]) -> np.ndarray:
         base, expert, anti = (lp.astype(np.float64) for lp in logprobs)
-        return base + expert - anti
+        with np.errstate(invalid="ignore"):
+            scores = base + expert - anti
+        return np.where(np.isnan(scores), -np.inf, scores)  # -inf - -inf: impossible anyway
 
 
 class VocabIndex:
