@@ -28,6 +28,11 @@ from societies.backends.bundled import resolve_model_path
 
 PLAIN_STOPS = ("\nUser:", "\nSystem:", "\n\n\n")
 
+# Llama(verbose=False) silences loading by pointing fds 1 and 2 at /dev/null and back; two
+# loads in different threads at once can leave them pointing there for good. Every llama.cpp
+# load in this package holds this lock.
+LOAD_LOCK = threading.Lock()
+
 
 class Options(BaseModel):
     """Config options of the in-process llama.cpp backend."""
@@ -85,15 +90,19 @@ class LlamaCppBackend(ChatBackend):
         if self._llm is None:
             from llama_cpp import Llama
 
-            self._llm = Llama(
-                model_path=str(self.path),
-                n_ctx=self.options.n_ctx,
-                # llama-cpp-python defaults to half the cores; decoding a small model is
-                # compute-bound, so use them all unless told otherwise.
-                n_threads=self.options.n_threads or os.cpu_count(),
-                n_batch=self.options.n_batch,
-                verbose=False,
-            )
+            # llama-cpp-python defaults to half the cores; decoding a small model is
+            # compute-bound, so use them all unless told otherwise. Prompt batches get the same
+            # count: more threads than cores spin against each other on a busy machine.
+            threads = self.options.n_threads or os.cpu_count()
+            with LOAD_LOCK:
+                self._llm = Llama(
+                    model_path=str(self.path),
+                    n_ctx=self.options.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_batch=self.options.n_batch,
+                    verbose=False,
+                )
         return self._llm
 
     async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:

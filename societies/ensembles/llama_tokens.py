@@ -11,7 +11,6 @@ import ctypes
 import mmap
 import os
 import struct
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +20,11 @@ import numpy as np
 
 from societies.backends.base import ContextOverflowError, Message
 from societies.backends.bundled import resolve_model_path
-from societies.backends.llamacpp import PLAIN_STOPS, file_identity, plain_prompt
+from societies.backends.llamacpp import LOAD_LOCK, PLAIN_STOPS, file_identity, plain_prompt
 from societies.ensembles.base import TokenBackend
 from societies.errors import ConfigError
 
 PromptFormat = Literal["chat", "plain"]
-# Llama(verbose=False) silences loading by dup2-ing fds 1 and 2 to /dev/null and back; two
-# loads at once in different threads can restore each other's /dev/null and lose the
-# process's stdout and stderr for good. Every in-process llama.cpp load should hold this.
-LOAD_LOCK = threading.Lock()
 
 # GGUF value types -> struct format of one scalar (8 = string and 9 = array are handled apart).
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
