@@ -2,15 +2,21 @@
 
 The engine issues every agent of a round, for several questions, at once; ``llamacpp`` serves
 them one by one. Here they queue, and one worker thread runs a continuous-batching loop on one
-llama context with ``n_seq_max = max_sequences``: each step puts the next token of every active
-sequence, plus prompt chunks of newly admitted ones, into one ``llama_batch`` and calls
-``llama_decode`` once. Weight reads and per-call overheads are shared by all sequences.
+llama context with up to ``max_sequences`` sequences: each decode step puts the next token of
+every active sequence into one ``llama_batch`` and calls ``llama_decode`` once; prompts of newly
+admitted calls are computed in chunks between steps. Weight reads and per-call overheads are
+shared; how much that gains depends on the CPU kernels of the weight type (README of
+experiments/bench).
 
-The KV cache has one stream per sequence (``kv_unified = False``) rather than one unified
-buffer: in a unified cache a sequence's cells interleave with its neighbours', which changes
-llama.cpp's rounding, and 4-bit activation quantization amplifies that into logit differences
-of up to ~1 (measured on SmolLM2), enough to change greedy replies with batch composition. With
-a stream per sequence the logits are bit-identical whatever shares the batch.
+Each sequence has its own KV stream (``kv_unified = False``): in a unified cache its cells
+interleave with its neighbours', which changes llama.cpp's rounding, and 4-bit activation
+quantization amplifies that into logit differences of up to ~1 (measured on SmolLM2), enough
+to change greedy replies with batch composition. With one stream each, and prompts computed
+apart from decode steps (see :meth:`LlamaCppBatchBackend._step`), SmolLM2's logits are
+bit-identical whatever shares the batch. That holds for weight types whose CPU kernels compute
+each row alone (such as Q4_1 on x86); repacked GEMM kernels (Q4_0, Q4_K with AVX2, as in
+Gemma-3) tile rows and may round differently with the number of sequences. Finished prompts
+stay in their streams (and in ``keep_streams`` spare ones) for a later call extending them.
 
 Prompts and sampling reuse llama-cpp-python's own request preparation (:class:`_Capture`), so
 greedy replies equal ``llamacpp``'s; sampled replies use a numpy generator seeded per request,
@@ -21,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -42,7 +50,9 @@ from societies.backends.base import (
     Settings,
 )
 from societies.backends.bundled import resolve_model_path
-from societies.backends.llamacpp import PLAIN_STOPS, file_identity, plain_prompt
+from societies.backends.llamacpp import LOAD_LOCK, PLAIN_STOPS, file_identity, plain_prompt
+
+REUSE_MIN = 16  # fewer common tokens are recomputed rather than copying a whole KV stream
 
 
 class Options(BaseModel):
@@ -50,8 +60,11 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="GGUF file, or bundled:smollm2 / bundled:gemma3")
-    n_ctx: int = Field(16384, gt=0, description="KV cells in all, split evenly between sequences")
-    max_sequences: int = Field(8, ge=1, le=256, description="sequences decoded together")
+    n_ctx: int = Field(16384, gt=0, description="KV cells in all, split evenly between streams")
+    max_sequences: int = Field(8, ge=1, le=128, description="sequences decoded together")
+    keep_streams: int = Field(0, ge=0, le=128, description=(
+        "extra KV streams that keep finished prompts, so that a later call extending one (the "
+        "same agent's next round) skips recomputing it; each stream takes its share of n_ctx"))
     n_threads: int | None = Field(None, gt=0)
     n_batch: int = Field(512, gt=0, description="most tokens in one llama_decode call")
     prompt_format: Literal["chat", "plain"] = "chat"
@@ -65,6 +78,8 @@ class BatchStats:
     tokens_decoded: int = 0
     max_sequences_per_call: int = 0
     moves: int = 0  # sequences moved to a lower stream to close a gap
+    copies: int = 0  # whole-stream KV copies (moves, reuse, keeping a prompt out of the way)
+    reused_tokens: int = 0  # prompt tokens whose KV was kept from an earlier call
 
 
 class _Captured(Exception):
@@ -158,8 +173,8 @@ def sample(logits: np.ndarray, history: Sequence[int], params: dict[str, Any],
 class LlamaCppBatchBackend(ChatBackend):
     """A GGUF model whose concurrent calls are decoded together in one llama context.
 
-    Each sequence owns ``n_ctx // max_sequences`` KV cells (its stream); a prompt that does not
-    fit raises ContextOverflowError for that call only, and a completion stops at the limit
+    Each stream owns ``n_ctx // (max_sequences + keep_streams)`` KV cells; a prompt that does
+    not fit raises ContextOverflowError for that call only, and a completion stops at the limit
     with finish_reason "length", as ``llamacpp`` does at its ``n_ctx``.
 
     Attributes:
@@ -181,8 +196,12 @@ class LlamaCppBatchBackend(ChatBackend):
         self._ctx: Any = None
         self._batch: Any = None
         self._share = 0
+        self._max = options.max_sequences
         self._active: list[_Seq] = []
-        self._free = set(range(options.max_sequences))
+        self._free = set(range(options.max_sequences + options.keep_streams))
+        self._kept: dict[int, list[int]] = {}  # free stream -> prompt its KV still holds
+        self._kept_at: dict[int, int] = {}  # free stream -> when it was last kept or used
+        self._tick = itertools.count()
 
     @property
     def identity(self) -> str:
@@ -223,16 +242,14 @@ class LlamaCppBatchBackend(ChatBackend):
                     self._cond.wait()
                 if self._closing:
                     break
-                admitted = []
-                while self._pending and self._free:
+                admitted: list[tuple[_Request, int]] = []
+                while self._pending and len(self._active) + len(admitted) < self._max:
                     slot = min(self._free)  # lowest first keeps the active streams contiguous
                     self._free.remove(slot)
                     admitted.append((self._pending.popleft(), slot))
-                idle_slots = not self._pending
             for request, slot in admitted:
                 self._admit(request, slot)
-            if idle_slots:
-                self._compact()
+            self._compact()
             try:
                 self._step()
             except BackendError as err:
@@ -243,17 +260,18 @@ class LlamaCppBatchBackend(ChatBackend):
 
     def _load(self) -> None:
         # The Llama object supplies the weights, tokenizer and chat handler; its own context is
-        # kept tiny. Ours copies its settings (threads, attention type) except the sizes.
-        self._llm = Llama(model_path=str(self.path), n_ctx=256, n_batch=64,
-                          n_threads=self.options.n_threads, verbose=False)
-        params = type(self._llm.context_params).from_buffer_copy(self._llm.context_params)
-        params.n_ctx = self.options.n_ctx
-        params.n_batch = params.n_ubatch = self.options.n_batch
-        params.n_seq_max = self.options.max_sequences
-        params.kv_unified = False
-        if self.options.n_threads:
-            params.n_threads_batch = self.options.n_threads
-        self._ctx = LlamaContext(model=self._llm._model, params=params, verbose=False)
+        # kept tiny. Ours copies its settings (attention type, ...) except sizes and streams.
+        # Threads as in llamacpp: every step here is a multi-token batch (n_threads_batch).
+        threads = self.options.n_threads or os.cpu_count() or 1
+        with LOAD_LOCK:
+            self._llm = Llama(model_path=str(self.path), n_ctx=256, n_batch=64,
+                              n_threads=threads, n_threads_batch=threads, verbose=False)
+            params = type(self._llm.context_params).from_buffer_copy(self._llm.context_params)
+            params.n_ctx = self.options.n_ctx
+            params.n_batch = params.n_ubatch = self.options.n_batch
+            params.n_seq_max = self.options.max_sequences + self.options.keep_streams
+            params.kv_unified = False
+            self._ctx = LlamaContext(model=self._llm._model, params=params, verbose=False)
         self._share = llama_cpp.llama_n_ctx_seq(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(self.options.n_batch, 0, 1)
 
@@ -284,27 +302,79 @@ class LlamaCppBatchBackend(ChatBackend):
                 raise ContextOverflowError(
                     f"{self.path.name}: prompt of {len(prompt)} tokens does not fit the "
                     f"{self._share} tokens of context per sequence (n_ctx {self.options.n_ctx}"
-                    f" / max_sequences {self.options.max_sequences})")
+                    f" / {self.options.max_sequences + self.options.keep_streams} streams)")
         except Exception as err:  # a template rejecting these messages fails this call only
             self._free.add(slot)
             self._resolve(request, err if isinstance(err, BackendError)
                           else BackendError(f"{self.path.name}: {err}"))
             return
-        self._active.append(_Seq(request, slot, prompt, stops, params,
-                                 min(request.settings.max_tokens, self._share - len(prompt)),
-                                 np.random.default_rng(request.settings.seed)))
+        seq = _Seq(request, slot, prompt, stops, params,
+                   min(request.settings.max_tokens, self._share - len(prompt)),
+                   np.random.default_rng(request.settings.seed))
+        seq.fed = self._reuse(slot, prompt)
+        self._active.append(seq)
+
+    def _reuse(self, slot: int, prompt: list[int]) -> int:
+        """Start ``slot`` from the longest prompt prefix a free stream still holds.
+
+        A debate round's prompt extends the agent's previous prompt, which is often still in
+        the KV stream of that agent's last call; only the reply and the new message then need
+        computing. Only prompt KV is kept: llama.cpp rounds one-token decode steps differently
+        from prompt chunks, so reusing a reply's KV would change later replies.
+        """
+        best, source = 0, slot
+        for free, kept in self._kept.items():
+            common = next((i for i, (a, b) in enumerate(zip(kept, prompt, strict=False))
+                           if a != b), min(len(kept), len(prompt)))
+            if common > best or (common == best and free == slot):
+                best, source = common, free
+        best = min(best, len(prompt) - 2)  # leave a chunk of >= 2 tokens (see _step)
+        if best < REUSE_MIN:
+            best, source = 0, slot
+        if source == slot and best:
+            del self._kept[slot]  # its prompt becomes this sequence's prefix
+        else:
+            self._vacate(slot, spare_not=source)
+            if source != slot:
+                self._copy(source, slot)
+                self._kept_at[source] = next(self._tick)
+        if not llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot, best, -1):
+            llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot, -1, -1)
+            best = 0
+        self.stats.reused_tokens += best
+        return best
+
+    def _copy(self, src: int, dst: int) -> None:
+        # Cross-stream copies replace dst cell for cell (llama.cpp does them, in order, before
+        # the next decode), so the copied KV keeps its exact numbers.
+        llama_cpp.llama_memory_seq_cp(self._ctx.memory, src, dst, -1, -1)
+        self.stats.copies += 1
+
+    def _vacate(self, slot: int, spare_not: int = -1) -> None:
+        """Before ``slot`` is overwritten, move the prompt it keeps to another free stream.
+
+        The destination is an empty free stream if any, else the one kept longest ago.
+        """
+        if slot not in self._kept:
+            return
+        spare = [s for s in self._free if s not in (slot, spare_not)]
+        if spare:
+            dst = min(spare, key=lambda s: (s in self._kept, self._kept_at.get(s, 0)))
+            self._copy(slot, dst)
+            self._kept[dst], self._kept_at[dst] = self._kept[slot], self._kept_at[slot]
+        del self._kept[slot]
 
     def _compact(self) -> None:
         # llama.cpp batches several streams in one ubatch only for consecutive sequence ids
         # (split_equal(sequential=true)); a hole left by a finished sequence would split every
-        # step. Moving the top sequence into the hole copies its stream cell for cell, so its
-        # numbers do not change.
+        # step. So the top sequence moves down into the hole, by copy.
         while self._active and self._free:
             top = max(self._active, key=lambda s: s.slot)
             low = min(self._free)
             if low > top.slot:
                 return
-            llama_cpp.llama_memory_seq_cp(self._ctx.memory, top.slot, low, -1, -1)
+            self._vacate(low)
+            self._copy(top.slot, low)
             llama_cpp.llama_memory_seq_rm(self._ctx.memory, top.slot, -1, -1)
             self._free.remove(low)
             self._free.add(top.slot)
@@ -314,18 +384,25 @@ class LlamaCppBatchBackend(ChatBackend):
     def _step(self) -> None:
         for seq in [s for s in self._active if s.req.future.done()]:  # the caller gave up
             self._finish(seq, None)
-        # Every decoding sequence gets its token, and one prompt (oldest first) what is left of
-        # n_batch. Two prompts in one call would share ubatches several tokens per stream deep,
-        # which llama.cpp computes with different rounding than one stream alone.
-        room = self.options.n_batch - sum(s.fed >= len(s.prompt) for s in self._active)
+        # A prompt chunk and the decode tokens go to separate llama_decode calls: llama.cpp's
+        # kernels round differently for one token per stream than for several, so a chunk
+        # sharing a ubatch with decode tokens (one token each) would change with the company.
+        # Prompt chunks therefore always hold >= 2 tokens, and KV from prompts (reusable) and
+        # from decoding (not reused) never mix.
         filling = next((s for s in self._active if s.fed < len(s.prompt)), None)
+        if filling is not None:
+            left = len(filling.prompt) - filling.fed
+            take = min(left, self.options.n_batch)
+            self._decode([(filling, filling.prompt[filling.fed:filling.fed + take
+                                                   - (left - take == 1)])])
+        decoding = [s for s in self._active if s.fed >= len(s.prompt)]
+        if decoding:  # llama.cpp batches streams only in increasing, consecutive id order
+            self._decode([(s, s.out[-1:]) for s in sorted(decoding, key=lambda s: s.slot)])
+
+    def _decode(self, work: list[tuple[_Seq, list[int]]]) -> None:
         batch, n, rows = self._batch, 0, []
-        for seq in sorted(self._active, key=lambda s: s.slot):  # llama.cpp wants id order
-            if seq.fed >= len(seq.prompt):
-                take = seq.out[-1:]
-            else:
-                take = seq.prompt[seq.fed:seq.fed + max(room, 0)] if seq is filling else []
-            for token in take:
+        for seq, tokens in work:
+            for token in tokens:
                 batch.token[n], batch.pos[n] = token, seq.fed
                 batch.n_seq_id[n], batch.seq_id[n][0] = 1, seq.slot
                 seq.fed += 1
@@ -333,15 +410,12 @@ class LlamaCppBatchBackend(ChatBackend):
                 if batch.logits[n]:
                     rows.append((seq, n))
                 n += 1
-        if n == 0:
-            return
         batch.n_tokens = n
         if (code := llama_cpp.llama_decode(self._ctx.ctx, batch)) != 0:
             raise BackendError(f"{self.path.name}: llama_decode failed with code {code}")
         self.stats.decode_calls += 1
         self.stats.tokens_decoded += n
-        self.stats.max_sequences_per_call = max(self.stats.max_sequences_per_call,
-                                                len({batch.seq_id[i][0] for i in range(n)}))
+        self.stats.max_sequences_per_call = max(self.stats.max_sequences_per_call, len(work))
         n_vocab = self._llm.n_vocab()
         for seq, row in rows:
             ptr = llama_cpp.llama_get_logits_ith(self._ctx.ctx, row)
@@ -367,7 +441,10 @@ class LlamaCppBatchBackend(ChatBackend):
                      completion_tokens=len(seq.out), finish_reason=reason)
 
     def _finish(self, seq: _Seq, result: Reply | BaseException | None) -> None:
-        llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq.slot, -1, -1)
+        if isinstance(result, Reply):  # keep its prompt's KV for a later prompt extending it
+            self._kept[seq.slot], self._kept_at[seq.slot] = seq.prompt, next(self._tick)
+        else:
+            llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq.slot, -1, -1)
         self._active.remove(seq)
         self._free.add(seq.slot)
         if result is not None:
