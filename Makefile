@@ -39,7 +39,10 @@ test-slow: setup
 	$(VENV)/bin/pytest -q -m slow
 
 bench: setup
-	$(PY) experiments/bench/run_all.py
+	$(PY) experiments/bench/bench_llamacpp_batch.py
+	$(PY) experiments/bench/bench_concurrency.py
+	$(PY) experiments/bench/bench_overhead.py
+	$(PY) experiments/ensembles/bench_steps.py
 
 clean:
 	rm -rf $(VENV) runs
