@@ -60,10 +60,13 @@ async def main() -> None:
                 "delay": 0.05}
     await pair("scripted 50 ms/call", scripted, args.n_scripted, 16, args.concurrency)
     if not args.skip_real:
-        # Spare streams keep each agent's last prompt for its next round at any concurrency.
+        # Up to `concurrency` questions run at once, each with 3 agents whose next prompt
+        # extends their last one: 3 spare streams per call in flight keep all of those prompts
+        # (with fewer, some are evicted before their agent's next round). 1536 cells per
+        # stream hold the last round's ~750-token prompts.
         real = {"backend": "llamacpp_batch", "path": "bundled:smollm2",
-                "max_sequences": args.concurrency, "keep_streams": args.concurrency,
-                "n_ctx": 2048 * 2 * args.concurrency, "n_threads": args.threads}
+                "max_sequences": args.concurrency, "keep_streams": 3 * args.concurrency,
+                "n_ctx": 1536 * 4 * args.concurrency, "n_threads": args.threads}
         await pair(f"SmolLM2 llamacpp_batch, max_tokens {args.max_tokens}", real,
                    args.n_real, args.max_tokens, args.concurrency)
 
