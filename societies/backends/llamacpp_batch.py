@@ -236,12 +236,21 @@ class LlamaCppBatchBackend(ChatBackend):
         except Exception as err:  # e.g. a corrupt file: fail every call, now and later
             self._fail_all(BackendError(f"{self.path.name}: cannot load model: {err}"))
             return
+        closing = BackendError(f"{self.path.name}: backend closed")
+        try:
+            self._serve()
+        except Exception as err:  # a bug must not leave callers waiting forever
+            closing = BackendError(f"{self.path.name}: decode loop failed: {err!r}")
+        self._fail_all(closing)
+        self._release()
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 while not (self._pending or self._active or self._closing):
                     self._cond.wait()
                 if self._closing:
-                    break
+                    return
                 admitted: list[tuple[_Request, int]] = []
                 while self._pending and len(self._active) + len(admitted) < self._max:
                     slot = min(self._free)  # lowest first keeps the active streams contiguous
@@ -252,11 +261,9 @@ class LlamaCppBatchBackend(ChatBackend):
             self._compact()
             try:
                 self._step()
-            except BackendError as err:
+            except BackendError as err:  # llama_decode failed: fail this batch, go on
                 for seq in list(self._active):
                     self._finish(seq, err)
-        self._fail_all(BackendError(f"{self.path.name}: backend closed"))
-        self._release()
 
     def _load(self) -> None:
         # The Llama object supplies the weights, tokenizer and chat handler; its own context is

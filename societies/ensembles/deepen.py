@@ -213,7 +213,12 @@ class DeePEn(Method):
 
     def step(self, members: Sequence[TokenBackend], logprobs: Sequence[np.ndarray],
              pick: Picker) -> Piece:
-        """Fuse the members' distributions and emit the main model's chosen token."""
+        """Fuse the members' distributions and emit the main model's chosen token.
+
+        ``Piece.info``: ``changed`` (1 when the token is not the main model's own most likely
+        one; sampling alone also makes it 1), ``kl_before`` / ``kl_after`` the search's loss,
+        ``candidates`` the size of the main model's candidate set.
+        """
         if not self._anchor_vectors:
             self.prepare(members)
         main = self.main

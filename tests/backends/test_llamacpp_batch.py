@@ -175,3 +175,20 @@ async def test_cancelled_call_frees_its_sequence_and_closing_ends_calls() -> Non
     await b.aclose()
     with pytest.raises(BackendError, match="closed"):
         await b.generate(user(PROMPTS[0]), GREEDY)
+
+
+@pytest.mark.real
+@needs_smollm2
+async def test_a_failing_decode_loop_fails_calls_instead_of_hanging() -> None:
+    b = LlamaCppBatchBackend(Options(path="bundled:smollm2", max_sequences=1, n_ctx=512,
+                                     n_threads=1))
+
+    def boom() -> None:
+        raise RuntimeError("bug")
+
+    b._step = boom  # type: ignore[method-assign]
+    with pytest.raises(BackendError, match="decode loop failed: RuntimeError"):
+        await asyncio.wait_for(b.generate(user(PROMPTS[0]), GREEDY), 30)
+    with pytest.raises(BackendError, match="decode loop failed"):
+        await b.generate(user(PROMPTS[0]), GREEDY)
+    await b.aclose()
