@@ -114,7 +114,8 @@ def build_method(options: Options) -> Method:
     if options.method == "deepen":
         from societies.ensembles.deepen import DeePEn  # written apart; heavy: import on use
 
-        return DeePEn(**options.deepen)  # type: ignore[no-any-return]
+        # The ensemble-level main and weights apply unless the deepen options set their own.
+        return DeePEn(**{"main": main, "weights": weights, **options.deepen})  # type: ignore[no-any-return]
     raise ConfigError(f"unknown ensemble method {options.method!r}")
 
 
