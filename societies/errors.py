@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class UserError(Exception):
     """Bad input from the user: config, files, model paths. Printed as one line, exit 2.
@@ -14,6 +16,13 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """An experiment config that does not validate."""
+
+    @classmethod
+    def from_validation(cls, err: ValidationError, where: str) -> ConfigError:
+        """One line from pydantic's first error, prefixed with the section's field path."""
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        return cls(f"{where}.{loc}: {first['msg']}")
 
 
 class MissingDependency(UserError):

@@ -92,9 +92,7 @@ def validate_spec(raw: Mapping[str, Any], where: str) -> ModelSpec:
     try:
         options = options_cls.model_validate(ref)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{where}.{loc}: {first['msg']}") from None
+        raise ConfigError.from_validation(err, where) from None
     return ModelSpec(name, options)
 
 

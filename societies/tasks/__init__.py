@@ -30,9 +30,7 @@ def validate_task(raw: Mapping[str, Any], where: str = "task") -> TaskOptions:
     try:
         return options_cls.model_validate(dict(raw))
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{where}.{loc}: {first['msg']}") from None
+        raise ConfigError.from_validation(err, where) from None
 
 
 def load_task(options: TaskOptions) -> Task:
