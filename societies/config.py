@@ -92,6 +92,9 @@ class RunConfig(Strict):
     """Execution settings: they do not change results, so resume ignores them."""
 
     concurrency: int = Field(4, gt=0, description="backend calls in flight at once")
+    questions: int | None = Field(None, gt=0, description=(
+        "questions in progress at once (default: concurrency); fewer questions with more calls "
+        "each keeps what a batched local backend must hold in memory small"))
     cache: bool = Field(True, description="use the LLM-call cache")
     prices: dict[str, PriceConfig] = Field({}, description="model name → price, for the ledger")
     retry: RetryConfig = RetryConfig()

@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from societies.backends.base import BackendError, Message, TransientBackendError
+from societies.backends.base import BackendError, ContextOverflowError, Message
 from societies.backends.model import Model
 from societies.plan import AgentPlan, SocietyPlan
 from societies.protocols import MachineSoM, Protocol
@@ -144,11 +144,11 @@ class Engine:
         try:
             async with self.limit:
                 reply = await self.models[agent.model].generate(messages, settings)
-        except TransientBackendError as err:
-            raise UnitFailed(f"{agent.name}: {err}") from None
-        except BackendError as err:  # e.g. context overflow: only this agent's branch ends
+        except ContextOverflowError as err:  # the history outgrew the model: this branch ends
             return Turn(agent=agent.name, pattern=pattern, reply="", answer=None,
                         correct=False, error=str(err))
+        except BackendError as err:  # retries ran out, or the backend broke: a re-run redoes it
+            raise UnitFailed(f"{agent.name}: {err}") from None
         answer = self.task.parse(reply.text)
         return Turn(agent=agent.name, pattern=pattern, reply=reply.text, answer=answer,
                     correct=self.task.score(answer, question.gold),

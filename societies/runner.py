@@ -123,6 +123,8 @@ class Run:
                 for index in sorted(finished):
                     self.store.append(finished.pop(index))
 
+        run = self.plan.config.run
+        workers = run.questions or run.concurrency
         queue: asyncio.Queue[Job] = asyncio.Queue()
         for job in jobs:
             queue.put_nowait(job)
@@ -136,7 +138,7 @@ class Run:
                 flush()
 
         try:
-            await asyncio.gather(*(worker() for _ in range(self.plan.config.run.concurrency)))
+            await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             flush(everything=True)
             bar.close()

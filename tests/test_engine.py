@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from societies.backends.base import (
+    BackendError,
     ContextOverflowError,
     Message,
     Reply,
@@ -184,3 +185,52 @@ def test_call_seed_is_stable_and_node_specific() -> None:
     assert call_seed(0, 0, "q1", "agent1", "0") == call_seed(0, 0, "q1", "agent1", "0")
     assert call_seed(0, 0, "q1", "agent1", "0") != call_seed(0, 0, "q1", "agent1", "1")
     assert call_seed(0, 0, "q1", "agent1", "0") != call_seed(1, 0, "q1", "agent1", "0")
+
+
+class Broken(ScriptedBackend):
+    async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        if len(messages) > 2:  # round 0 works, then the backend breaks
+            raise BackendError("decode loop failed")
+        return await super().generate(messages, settings)
+
+
+async def test_a_broken_backend_fails_the_unit_instead_of_recording_empty_turns(
+        tmp_path: Path) -> None:
+    cfg = config(rounds=1, strategies=["0"], task={"name": "arithmetic", "n": 1})
+    run = make_run(tmp_path, cfg, Broken(tagged_reply))
+    await run.execute(progress=False)
+    (record,) = run.store.records()
+    assert record.status == "failed" and "decode loop failed" in (record.error or "")
+    run2 = make_run(tmp_path, cfg, ScriptedBackend(tagged_reply))
+    await run2.execute(progress=False)
+    assert [r.status for r in run2.store.records()] == ["ok"]
+
+
+class InFlight(ScriptedBackend):
+    """Records, at every call, how many calls and distinct questions are in flight."""
+
+    def __init__(self) -> None:
+        super().__init__(tagged_reply, delay=0.01)
+        self.flying: list[str] = []
+        self.peaks: list[tuple[int, int]] = []
+
+    async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        question = messages[1].content  # the round-0 question opens every conversation
+        self.flying.append(question)
+        self.peaks.append((len(self.flying), len(set(self.flying))))
+        try:
+            return await super().generate(messages, settings)
+        finally:
+            self.flying.remove(question)
+
+
+async def test_run_questions_bounds_questions_in_flight_apart_from_calls(
+        tmp_path: Path) -> None:
+    backend = InFlight()
+    cfg = config(task={"name": "arithmetic", "n": 6},
+                 run={"concurrency": 6, "questions": 2, "cache": False})
+    run = make_run(tmp_path, cfg, backend)
+    await run.execute(progress=False)
+    assert len(run.store.records()) == 12
+    assert max(q for _, q in backend.peaks) == 2  # never a third question at once
+    assert max(c for c, _ in backend.peaks) == 6  # but all six agent calls of two questions

@@ -46,3 +46,21 @@ def test_real_model_end_to_end_and_cache_reproduces_bytes(
     assert main(["run", str(path), "--out", str(tmp_path / "c"), "--quiet", "--no-cache"]) == 0
     assert "spent: 6 calls (0 from cache)" in capsys.readouterr().out
     assert transcripts(tmp_path / "c") == first
+
+
+def test_quickstart_config_runs_its_first_question_on_the_real_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What `make run` runs, cut to one question: SmolLM2 converted to Q8_0, batched calls."""
+    from societies.paths import asset_dir
+    from societies.storage import RunStore
+
+    config = asset_dir("experiments") / "quickstart.yaml"
+    assert main(["run", str(config), "--out", str(tmp_path / "q"), "--limit", "1",
+                 "--quiet"]) == 0
+    records = RunStore(tmp_path / "q").records()
+    assert [r.strategy for r in records] == ["00", "01"]
+    assert all(r.status == "ok" and len(r.rounds) == 3 for r in records)
+    # Round 0 and the debate round are shared by both strategies: 3 + 3 + 2 x 3 calls.
+    assert "spent: 12 calls (0 from cache)" in capsys.readouterr().out
+    assert all(t.reply and not t.error for r in records for rd in r.rounds for t in rd.turns)

@@ -86,7 +86,10 @@ class Reply:
 
 
 class BackendError(Exception):
-    """A call that failed for good (e.g. the context is too long). Ends that agent's branch."""
+    """A call that failed. The engine records the unit as failed, and a re-run redoes it.
+
+    Only :class:`ContextOverflowError` is part of a result: that agent's branch ends there.
+    """
 
 
 class TransientBackendError(BackendError):

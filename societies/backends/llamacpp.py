@@ -43,6 +43,20 @@ class Options(BaseModel):
     n_threads: int | None = Field(None, gt=0)
     n_batch: int = Field(512, gt=0)
     prompt_format: Literal["chat", "plain"] = "chat"
+    requantize: Literal["q8_0", "f16"] | None = Field(None, description=(
+        "convert the weights to this type once (cached); q8_0 makes prompts and batches of the "
+        "bundled Q4_1 SmolLM2 faster on x86 CPUs"))
+    flash_attn: bool = Field(False, description="llama.cpp's fused attention kernel")
+
+
+def model_file(path: str, requantize: Literal["q8_0", "f16"] | None) -> Path:
+    """The GGUF file a backend loads: ``path`` resolved, or its copy converted to a type."""
+    file = resolve_model_path(path)
+    if requantize is None:
+        return file
+    from societies.backends.requant import requantized  # it imports this module
+
+    return requantized(file, requantize)
 
 
 def file_identity(path: Path) -> str:
@@ -74,9 +88,11 @@ class LlamaCppBackend(ChatBackend):
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.path = resolve_model_path(options.path)
+        self.path = model_file(options.path, options.requantize)
         digest = file_identity(self.path)
-        self._identity = f"llamacpp:{self.path.name}:{digest}:{options.prompt_format}"
+        # Flash attention rounds differently, so its replies are cached apart.
+        fa = ":fa" if options.flash_attn else ""
+        self._identity = f"llamacpp:{self.path.name}:{digest}:{options.prompt_format}{fa}"
         self._llm: Any = None
         self._lock = threading.Lock()
 
@@ -101,6 +117,7 @@ class LlamaCppBackend(ChatBackend):
                     n_threads=threads,
                     n_threads_batch=threads,
                     n_batch=self.options.n_batch,
+                    flash_attn=self.options.flash_attn,
                     verbose=False,
                 )
         return self._llm

@@ -15,7 +15,9 @@ to change greedy replies with batch composition. With one stream each, and promp
 apart from decode steps (see :meth:`LlamaCppBatchBackend._step`), SmolLM2's logits are
 bit-identical whatever shares the batch. That holds for weight types whose CPU kernels compute
 each row alone (such as Q4_1 on x86); repacked GEMM kernels (Q4_0, Q4_K with AVX2, as in
-Gemma-3) tile rows and may round differently with the number of sequences. Finished prompts
+Gemma-3) tile rows and may round differently with the number of sequences. SmolLM2 converted
+to Q8_0 (``requantize``) goes through llamafile's GEMM yet gave the same greedy replies batched
+and alone in every comparison we ran (tests/backends/test_requant.py). Finished prompts
 stay in their streams (and in ``keep_streams`` spare ones) for a later call extending them.
 
 Prompts and sampling reuse llama-cpp-python's own request preparation (:class:`_Capture`), so
@@ -49,8 +51,13 @@ from societies.backends.base import (
     Reply,
     Settings,
 )
-from societies.backends.bundled import resolve_model_path
-from societies.backends.llamacpp import LOAD_LOCK, PLAIN_STOPS, file_identity, plain_prompt
+from societies.backends.llamacpp import (
+    LOAD_LOCK,
+    PLAIN_STOPS,
+    file_identity,
+    model_file,
+    plain_prompt,
+)
 
 REUSE_MIN = 16  # fewer common tokens are recomputed rather than copying a whole KV stream
 
@@ -68,6 +75,9 @@ class Options(BaseModel):
     n_threads: int | None = Field(None, gt=0)
     n_batch: int = Field(512, gt=0, description="most tokens in one llama_decode call")
     prompt_format: Literal["chat", "plain"] = "chat"
+    requantize: Literal["q8_0", "f16"] | None = Field(None, description=(
+        "convert the weights to this type once (cached); see the llamacpp backend"))
+    flash_attn: bool = Field(False, description="llama.cpp's fused attention kernel")
 
 
 @dataclass
@@ -183,9 +193,9 @@ class LlamaCppBatchBackend(ChatBackend):
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.path = resolve_model_path(options.path)
+        self.path = model_file(options.path, options.requantize)
         self._identity = (f"llamacpp_batch:{self.path.name}:{file_identity(self.path)}:"
-                          f"{options.prompt_format}")
+                          f"{options.prompt_format}{':fa' if options.flash_attn else ''}")
         self.stats = BatchStats()
         self._cond = threading.Condition()
         self._pending: deque[_Request] = deque()
@@ -272,7 +282,8 @@ class LlamaCppBatchBackend(ChatBackend):
         threads = self.options.n_threads or os.cpu_count() or 1
         with LOAD_LOCK:
             self._llm = Llama(model_path=str(self.path), n_ctx=256, n_batch=64,
-                              n_threads=threads, n_threads_batch=threads, verbose=False)
+                              n_threads=threads, n_threads_batch=threads,
+                              flash_attn=self.options.flash_attn, verbose=False)
             params = type(self._llm.context_params).from_buffer_copy(self._llm.context_params)
             params.n_ctx = self.options.n_ctx
             params.n_batch = params.n_ubatch = self.options.n_batch

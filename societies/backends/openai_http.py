@@ -9,9 +9,9 @@ Failures are raised as what the engine should make of them:
 * 400 naming the context length: :class:`ContextOverflowError`; that agent's branch ends.
 * An unknown model, a wrong ``base_url`` (404), a refused API key, or a server that cannot be
   reached before the first call: :class:`EndpointError`, a ``UserError`` and *not* a
-  ``BackendError``. The engine turns backend errors into failed units and carries on, filling
-  the run with failures no retry fixes; a ``UserError`` escapes it, and the CLI prints one line
-  and exits 2.
+  ``BackendError``. The engine turns backend errors into failed units and carries on, which
+  would fill the run with failures no retry fixes; a ``UserError`` escapes it, and the CLI
+  prints one line and exits 2.
 
 The API key is read from the variable named by ``api_key_env``; it never appears in options,
 identity, records, logs, error messages or reprs.

@@ -1,0 +1,72 @@
+"""Convert a GGUF model's weights to another type once, and reuse the converted file.
+
+Why: the bundled SmolLM2 ships as Q4_1, for which llama.cpp's x86 CPU backend has no
+matrix-matrix kernel, so a prompt costs almost as much per token as decoding does, and batching
+sequences gains little. The same weights stored as Q8_0 use the llamafile GEMM kernels: on this
+2-core machine prompts ran 1.75x faster and a 12-sequence decode step 1.5x faster (measured in
+``experiments/bench/README.md``). Q8_0 keeps a Q4_1 block's 16 levels within 1/254 of its range,
+so the model is, to that rounding, the one shipped; ``f16`` is also offered.
+
+The converted file lives beside the call cache (``$SOCIETIES_CACHE_DIR/models``), named after
+the source file's content hash, and is written under a temporary name then renamed, so an
+interrupted conversion never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+from societies.backends.cache import default_cache_path
+from societies.backends.llamacpp import LOAD_LOCK, file_identity
+from societies.errors import UserError
+
+WeightType = Literal["q8_0", "f16"]
+
+
+def requantized(source: Path, kind: WeightType, cache_dir: Path | None = None) -> Path:
+    """Path of ``source`` converted to weight type ``kind``; converts on first use.
+
+    Args:
+        source: a GGUF file.
+        kind: target weight type.
+        cache_dir: where converted models live (default: ``models/`` next to the call cache).
+
+    Raises:
+        UserError: llama.cpp could not convert the file (the message names it).
+
+    Example:
+        >>> requantized(Path("SmolLM2-135M-Instruct.Q4_1.gguf"), "q8_0")  # doctest: +SKIP
+        PosixPath('.../models/SmolLM2-135M-Instruct.Q4_1.3f2a....q8_0.gguf')
+    """
+    import llama_cpp
+
+    folder = cache_dir or default_cache_path().parent / "models"
+    target = folder / f"{source.stem}.{file_identity(source)}.{kind}.gguf"
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+                    "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16}[kind]
+    params.allow_requantize = True  # the source is quantized already
+    params.nthread = os.cpu_count() or 1
+    # llama.cpp logs a line per tensor; its Python logger decides what reaches stderr.
+    log = logging.getLogger("llama-cpp-python")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with LOAD_LOCK:
+            code = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(),
+                                                  ctypes.byref(params))
+        if code != 0:
+            raise UserError(f"cannot convert {source} to {kind}: llama.cpp returned {code}")
+        partial.replace(target)
+    finally:
+        log.setLevel(level)
+        partial.unlink(missing_ok=True)
+    return target
