@@ -51,7 +51,7 @@ def test_real_model_end_to_end_and_cache_reproduces_bytes(
 def test_quickstart_config_runs_its_first_question_on_the_real_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """What `make run` runs, cut to one question: SmolLM2 converted to Q8_0, batched calls."""
+    """What `make run` runs, cut to one question: SmolLM2 converted to F16, batched calls."""
     from societies.paths import asset_dir
     from societies.storage import RunStore
 

@@ -11,7 +11,8 @@ It then prints the ceiling for the step itself: the time of one ``llama_decode``
 token of each of N sequences against one holding a single token (median of 8 steps, same
 context settings as the backend). Batching cannot beat that ratio; CPU kernels set it.
 
-Run: ``python experiments/bench/bench_llamacpp_batch.py [--model smollm2|gemma3] [--n 8]``
+Run: ``python experiments/bench/bench_llamacpp_batch.py [--model smollm2|gemma3] [--n 8]
+[--requantize q8_0]``
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ async def main() -> None:
     # whenever another process runs (measured up to 6x slower); see README.md.
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--requantize", choices=["q8_0", "f16"], default=None,
+                        help="convert the weights first (SmolLM2's Q4_1 has no GEMM kernel)")
     args = parser.parse_args()
     settings = Settings(temperature=0.0, max_tokens=args.max_tokens, seed=0)
     warm = requests(1)[0]
@@ -102,9 +105,10 @@ async def main() -> None:
     fmt = "plain" if args.model == "gemma3" else "chat"
     batched = llamacpp_batch.LlamaCppBatchBackend(llamacpp_batch.Options(
         path=f"bundled:{args.model}", max_sequences=args.n, n_ctx=2048 * args.n,
-        n_threads=args.threads, prompt_format=fmt))
+        n_threads=args.threads, prompt_format=fmt, requantize=args.requantize))
     single = llamacpp.LlamaCppBackend(llamacpp.Options(
-        path=f"bundled:{args.model}", n_ctx=2048, n_threads=args.threads, prompt_format=fmt))
+        path=f"bundled:{args.model}", n_ctx=2048, n_threads=args.threads, prompt_format=fmt,
+        requantize=args.requantize))
 
     async def all_at_once(take: int, backend: ChatBackend = batched) -> list[Reply]:
         prompts = requests(args.n, take)
@@ -127,7 +131,8 @@ async def main() -> None:
     await single.aclose()
 
     rate_batch, rate_single = tok_batch / t_batch, tok_single / t_single
-    print(f"{args.model}; machine: {os.cpu_count()} CPUs, load average "
+    weights = f" as {args.requantize}" if args.requantize else ""
+    print(f"{args.model}{weights}; machine: {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; {args.threads} threads; "
           f"{args.n} requests x {args.max_tokens} new tokens, greedy")
     print(f"llamacpp_batch (all at once): {tok_batch} tokens in {t_batch:.2f} s = "

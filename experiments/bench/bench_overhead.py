@@ -39,9 +39,6 @@ from societies.plan import build_plan
 from societies.runner import Run
 from societies.storage import RunStore
 
-# Until the registry lists it (a no-op once it does).
-registry.BACKENDS.setdefault("llamacpp_batch", "societies.backends.llamacpp_batch")
-
 
 class TimedBackend(ChatBackend):
     """Passes calls through and records each one's [start, end] in ``intervals``."""

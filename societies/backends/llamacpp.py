@@ -44,8 +44,8 @@ class Options(BaseModel):
     n_batch: int = Field(512, gt=0)
     prompt_format: Literal["chat", "plain"] = "chat"
     requantize: Literal["q8_0", "f16"] | None = Field(None, description=(
-        "convert the weights to this type once (cached); q8_0 makes prompts and batches of the "
-        "bundled Q4_1 SmolLM2 faster on x86 CPUs"))
+        "convert the weights to this type once (cached); f16 or q8_0 make prompts and batches "
+        "of the bundled Q4_1 SmolLM2 faster on x86 CPUs"))
     flash_attn: bool = Field(False, description="llama.cpp's fused attention kernel")
 
 

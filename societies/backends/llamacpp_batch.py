@@ -16,8 +16,8 @@ apart from decode steps (see :meth:`LlamaCppBatchBackend._step`), SmolLM2's logi
 bit-identical whatever shares the batch. That holds for weight types whose CPU kernels compute
 each row alone (such as Q4_1 on x86); repacked GEMM kernels (Q4_0, Q4_K with AVX2, as in
 Gemma-3) tile rows and may round differently with the number of sequences. SmolLM2 converted
-to Q8_0 (``requantize``) goes through llamafile's GEMM yet gave the same greedy replies batched
-and alone in every comparison we ran (tests/backends/test_requant.py). Finished prompts
+to F16 or Q8_0 (``requantize``) goes through llamafile's GEMM yet gave the same greedy replies
+batched and alone in every comparison we ran (tests/backends/test_requant.py). Finished prompts
 stay in their streams (and in ``keep_streams`` spare ones) for a later call extending them.
 
 Prompts and sampling reuse llama-cpp-python's own request preparation (:class:`_Capture`), so

@@ -2,10 +2,10 @@
 
 Why: the bundled SmolLM2 ships as Q4_1, for which llama.cpp's x86 CPU backend has no
 matrix-matrix kernel, so a prompt costs almost as much per token as decoding does, and batching
-sequences gains little. The same weights stored as Q8_0 use the llamafile GEMM kernels: on this
-2-core machine prompts ran 1.75x faster and a 12-sequence decode step 1.5x faster (measured in
-``experiments/bench/README.md``). Q8_0 keeps a Q4_1 block's 16 levels within 1/254 of its range,
-so the model is, to that rounding, the one shipped; ``f16`` is also offered.
+sequences gains little. The same weights stored as F16 or Q8_0 go through llamafile's GEMM
+kernels: on this 2-core machine a prompt ran about 2x faster (figures in
+``experiments/bench/README.md``). F16 holds each dequantized Q4_1 weight to fp16 precision, so
+the model is the one shipped; Q8_0 (half the size) holds it to 1/254 of its block's range.
 
 The converted file lives beside the call cache (``$SOCIETIES_CACHE_DIR/models``), named after
 the source file's content hash, and is written under a temporary name then renamed, so an
@@ -39,8 +39,8 @@ def requantized(source: Path, kind: WeightType, cache_dir: Path | None = None) -
         UserError: llama.cpp could not convert the file (the message names it).
 
     Example:
-        >>> requantized(Path("SmolLM2-135M-Instruct.Q4_1.gguf"), "q8_0")  # doctest: +SKIP
-        PosixPath('.../models/SmolLM2-135M-Instruct.Q4_1.3f2a....q8_0.gguf')
+        >>> requantized(Path("SmolLM2-135M-Instruct.Q4_1.gguf"), "f16")  # doctest: +SKIP
+        PosixPath('.../models/SmolLM2-135M-Instruct.Q4_1.dfba28a86cbb89a5.f16.gguf')
     """
     import llama_cpp
 

@@ -1,5 +1,5 @@
-"""Converting the bundled SmolLM2 (Q4_1) to Q8_0 once, and serving it with both llama.cpp
-backends. The conversion takes about a second; the model calls stay under 12 tokens."""
+"""Converting the bundled SmolLM2 (Q4_1) to Q8_0 or F16 once, and serving it with both llama.cpp
+backends. A conversion takes about a second; the model calls stay under 12 tokens."""
 
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def test_requantized_model_serves_identically_batched_and_alone(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOCIETIES_CACHE_DIR", str(tmp_path))
     single = llamacpp.LlamaCppBackend(llamacpp.Options(
-        path="bundled:smollm2", requantize="q8_0", n_ctx=1024, n_threads=1))
+        path="bundled:smollm2", requantize="f16", n_ctx=1024, n_threads=1))
     batched = llamacpp_batch.LlamaCppBatchBackend(llamacpp_batch.Options(
-        path="bundled:smollm2", requantize="q8_0", n_ctx=3072, max_sequences=3, n_threads=1))
+        path="bundled:smollm2", requantize="f16", n_ctx=3072, max_sequences=3, n_threads=1))
     plain = llamacpp.LlamaCppBackend(llamacpp.Options(path="bundled:smollm2"))
     assert single.path == batched.path and single.path.parent == tmp_path / "models"
     assert single.identity != plain.identity  # other weights: cached apart
