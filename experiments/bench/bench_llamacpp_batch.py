@@ -22,6 +22,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from societies.backends import llamacpp, llamacpp_batch
 from societies.backends.base import ChatBackend, Message, Reply, Settings
@@ -53,17 +54,14 @@ async def timed(run: Callable[[int], Awaitable[list[Reply]]],
     return best, tokens
 
 
-def step_ceiling(backend: llamacpp_batch.LlamaCppBatchBackend, n: int) -> tuple[float, float]:
-    """Median seconds of a decode step for 1 and for ``n`` sequences, on the backend's context.
+def step_medians(ctx: Any, batch: Any, n: int, context: int = 32) -> tuple[float, float]:
+    """Median seconds of a ``llama_decode`` step for 1 and for ``n`` sequences.
 
-    Uses the loaded backend's own context while it is idle (its worker thread waits), after
-    clearing what its streams kept, and fills each sequence with 32 tokens first so that
-    attention has something to read. The backend is unusable afterwards: close it.
+    ``ctx`` is a ``LlamaContext`` with at least ``n`` KV streams and ``batch`` a llama_batch of
+    at least ``n`` tokens. Each sequence gets ``context`` tokens first so that attention has
+    something to read; the context is cleared before and after.
     """
     import llama_cpp
-
-    ctx, batch = backend._ctx, backend._batch
-    llama_cpp.llama_memory_clear(ctx.memory, True)
 
     def step(seqs: int, pos: int) -> float:
         for i in range(seqs):
@@ -77,13 +75,22 @@ def step_ceiling(backend: llamacpp_batch.LlamaCppBatchBackend, n: int) -> tuple[
 
     out = []
     for seqs in (1, n):
-        for pos in range(32):
+        llama_cpp.llama_memory_clear(ctx.memory, True)
+        for pos in range(context):
             step(seqs, pos)
-        times = sorted(step(seqs, 32 + k) for k in range(8))
+        times = sorted(step(seqs, context + k) for k in range(8))
         out.append(times[len(times) // 2])
-        for i in range(seqs):
-            llama_cpp.llama_memory_seq_rm(ctx.memory, i, -1, -1)
+    llama_cpp.llama_memory_clear(ctx.memory, True)
     return out[0], out[1]
+
+
+def step_ceiling(backend: llamacpp_batch.LlamaCppBatchBackend, n: int) -> tuple[float, float]:
+    """:func:`step_medians` on the loaded backend's own context, while it is idle.
+
+    Its worker thread waits; what its streams kept is cleared. The backend is unusable
+    afterwards: close it.
+    """
+    return step_medians(backend._ctx, backend._batch, n)
 
 
 async def main() -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
+from bench_llamacpp_batch import step_medians  # this folder is on sys.path when run
 from llama_cpp import Llama
 from llama_cpp._internals import LlamaContext
 
@@ -52,33 +53,18 @@ def prompt_rate(llm: Llama, n: int = 400) -> float:
     return n / best
 
 
-def step_times(llm: Llama, seqs: int = 12, context: int = 64) -> tuple[float, float]:
+def step_times(llm: Llama, seqs: int = 12) -> tuple[float, float]:
     """Median seconds of a decode step for 1 sequence and for ``seqs``, own KV stream each."""
     params = type(llm.context_params).from_buffer_copy(llm.context_params)
     params.n_ctx, params.n_seq_max, params.kv_unified = 512 * seqs, seqs, False
     params.n_batch = params.n_ubatch = 512
     ctx = LlamaContext(model=llm._model, params=params, verbose=False)
     batch = llama_cpp.llama_batch_init(512, 0, 1)
-
-    def step(n: int, pos: int) -> float:
-        for i in range(n):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i] = 100 + i, pos, 1
-            batch.seq_id[i][0], batch.logits[i] = i, 1
-        batch.n_tokens = n
-        start = time.perf_counter()
-        if llama_cpp.llama_decode(ctx.ctx, batch) != 0:
-            raise RuntimeError("llama_decode failed")
-        return time.perf_counter() - start
-
-    medians = []
-    for n in (1, seqs):
-        llama_cpp.llama_memory_clear(ctx.memory, True)
-        for pos in range(context):
-            step(n, pos)
-        medians.append(sorted(step(n, context + k) for k in range(8))[4])
-    llama_cpp.llama_batch_free(batch)
-    ctx.close()
-    return medians[0], medians[1]
+    try:
+        return step_medians(ctx, batch, seqs, context=64)
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        ctx.close()
 
 
 def next_token_logits(llm: Llama) -> np.ndarray:
