@@ -70,15 +70,17 @@ def test_sigint_mid_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> No
     import sys
     import time
 
-    # 16 questions of 0.45 s on 2 workers: the run lasts ~3.6 s, so a loaded machine still
-    # gets the signal in before the end (at 0.05 s a call it once finished first).
+    # 16 questions of 0.45 s on 2 workers: the run lasts ~3.6 s, ample time to interrupt it.
     cfg = config(task={"name": "arithmetic", "n": 16}, run={"concurrency": 2, "cache": False})
     cfg["models"]["s"]["delay"] = 0.15
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "societies.cli", "run", str(path), "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored: restore the default so that the CLI sees Ctrl-C wherever the suite runs.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     records = out / "records.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (records.exists() and records.stat().st_size):
