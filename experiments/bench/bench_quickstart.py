@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,29 +28,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bench_requant import load, prompt_rate  # this folder is on sys.path when run
 
 from societies.backends.bundled import bundled_path
 from societies.backends.requant import requantized
 from societies.paths import asset_dir
 
 
-def probe(chunk: int = 100, total: int = 400) -> float:
-    """llama.cpp prompt tokens per second right now (best of 3), on SmolLM2 Q8_0."""
-    from llama_cpp import Llama
-
-    threads = os.cpu_count() or 1
-    llm = Llama(model_path=str(requantized(bundled_path("smollm2"), "q8_0")), n_ctx=1024,
-                n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
-    tokens = llm.tokenize(b"What is 3+4*5+6-7*8? Think it through. " * 40)[:total]
-    best = float("inf")
-    for _ in range(3):
-        llm.reset()  # eval() drops the KV past n_tokens, so this starts from empty
-        start = time.perf_counter()
-        for at in range(0, total, chunk):
-            llm.eval(tokens[at:at + chunk])
-        best = min(best, time.perf_counter() - start)
-    llm.close()
-    return total / best
+def probe() -> float:
+    """llama.cpp prompt tokens per second right now: SmolLM2 Q8_0, 400 tokens in 100s."""
+    llm = load(requantized(bundled_path("smollm2"), "q8_0"), n_ctx=1024, n_batch=512)
+    try:
+        return prompt_rate(llm, chunk=100)
+    finally:
+        llm.close()
 
 
 def timed_run(config: dict[str, Any], limit: int | None, folder: Path) -> float:

