@@ -11,9 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: raw_answer, finish_reason, seed, model, latency_s in every turn
 
 Pattern = Literal["answer", "debate", "reflection"]
+FinishReason = Literal["stop", "length", "error"]
 Gold = str | list[str]
 
 
@@ -24,8 +25,16 @@ class Turn(BaseModel):
     agent: str
     pattern: Pattern = Field(description="answer (round 0), debate or reflection")
     reply: str = Field(description="the full reply text, untrusted model output")
-    answer: str | None = Field(description="the parsed final answer; None if unparseable")
+    answer: str | None = Field(description=(
+        "the canonical final answer (what majority, consensus and conformity compare); None if "
+        "no answer could be extracted"))
+    raw_answer: str | None = Field(None, description="the span of the reply the answer was read from")
     correct: bool
+    finish_reason: FinishReason = Field("stop", description=(
+        "stop (the model ended), length (cut at max_tokens) or error (the call failed)"))
+    model: str = Field("", description="the model's name in the config")
+    seed: int | None = Field(None, description="the sampling seed of this call")
+    latency_s: float = Field(0.0, ge=0, description="seconds the call took (0 when cached)")
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retries: int = 0

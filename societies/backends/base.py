@@ -31,8 +31,13 @@ class Settings:
         temperature: 0 means greedy decoding.
         max_tokens: the most completion tokens to generate.
         seed: sampling seed; the engine derives one per call so that reruns are exact.
-        top_p: nucleus sampling mass.
+        top_p: nucleus sampling mass (1 = off).
+        top_k: keep only the ``top_k`` most likely tokens (0 = off).
+        min_p: drop tokens below ``min_p`` times the top token's probability (0 = off).
         stop: strings that end the completion (not included in the text).
+
+    Every backend applies these the same way and nothing else: no library default (such as
+    llama-cpp-python's top_k 40 / min_p 0.05) is ever left in effect.
         logprobs: if set, ask for this many top log-probabilities per token (where supported).
     """
 
@@ -40,6 +45,8 @@ class Settings:
     max_tokens: int = 128
     seed: int | None = None
     top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
     stop: tuple[str, ...] = ()
     logprobs: int | None = None
 
@@ -50,6 +57,10 @@ class Settings:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
 
 
 @dataclass(frozen=True)

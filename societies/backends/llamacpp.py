@@ -7,7 +7,6 @@ use a plain transcript format: ``prompt_format: plain``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from societies.backends.base import (
     Settings,
 )
 from societies.backends.bundled import resolve_model_path
+from societies.backends.identity import file_digest
 
 PLAIN_STOPS = ("\nUser:", "\nSystem:", "\n\n\n")
 
@@ -60,16 +60,8 @@ def model_file(path: str, requantize: Literal["q8_0", "f16"] | None) -> Path:
 
 
 def file_identity(path: Path) -> str:
-    """A content hash of a model file; cached next to nothing, so hash only the head and size.
-
-    Hashing 250 MB on every run is slow; the first 16 MiB plus the file size pins GGUF files in
-    practice (the header holds the tensor layout and the weights start right after).
-    """
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        digest.update(fh.read(16 << 20))
-    digest.update(str(path.stat().st_size).encode())
-    return digest.hexdigest()[:16]
+    """A content hash of a whole model file (16 hex digits); see :func:`identity.file_digest`."""
+    return file_digest(path)[:16]
 
 
 def plain_prompt(messages: Sequence[Message]) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from societies.errors import ConfigError
-from societies.tasks.base import Question, Task, TaskOptions
+from societies.tasks.base import Extraction, Question, Task, TaskOptions
 
 TASKS: dict[str, str] = {
     "mmlu": "societies.tasks.mmlu",
@@ -18,7 +18,7 @@ TASKS: dict[str, str] = {
     "jsonl": "societies.tasks.jsonl",
 }
 
-__all__ = ["TASKS", "Question", "Task", "TaskOptions", "load_task", "validate_task"]
+__all__ = ["TASKS", "Extraction", "Question", "Task", "TaskOptions", "load_task", "validate_task"]
 
 
 def validate_task(raw: Mapping[str, Any], where: str = "task") -> TaskOptions:

@@ -31,6 +31,19 @@ class Question:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Extraction:
+    """What was read from a reply.
+
+    Attributes:
+        raw: the span of the reply the answer was taken from, as written; None if none.
+        answer: the canonical answer (equal answers are equal strings); None if none.
+    """
+
+    raw: str | None
+    answer: str | None
+
+
 class TaskOptions(BaseModel):
     """Options every task takes; tasks subclass this to add their own."""
 
@@ -57,6 +70,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def parse(self, reply: str) -> str | None:
         """The final answer in a free-text reply, normalised; None if there is none."""
+
+    def extract(self, reply: str) -> Extraction:
+        """The raw span and canonical answer of a reply (default: both are :meth:`parse`)."""
+        answer = self.parse(reply)
+        return Extraction(raw=answer, answer=answer)
 
     def score(self, answer: str | None, gold: Gold) -> bool:
         """Whether ``answer`` is correct. A None answer is never correct."""
