@@ -80,3 +80,9 @@ def _environment() -> jinja2.Environment:
 def render(template: str, **variables: Any) -> str:
     """Render ``prompts/<template>.j2`` with ``variables``."""
     return _environment().get_template(f"{template}.j2").render(**variables).strip()
+
+
+def template_source(template: str) -> str:
+    """The text of ``prompts/<template>.j2`` (part of a run's identity)."""
+    source, _, _ = _environment().loader.get_source(_environment(), f"{template}.j2")  # type: ignore[union-attr]
+    return source

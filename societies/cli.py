@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
 
     async def checked_run() -> Summary:
         await run.check()  # an unreachable server stops here, before anything is written
-        store.prepare(config.model_dump(mode="json"), config.identity())
+        run.prepare()
         return await run.execute(progress=not args.quiet)
 
     try:

@@ -33,12 +33,28 @@ class Strict(BaseModel):
 
 
 class SamplingConfig(Strict):
-    """Sampling settings of one agent."""
+    """Sampling settings of one agent; every backend applies exactly these.
 
-    temperature: float = Field(0.7, ge=0)
+    An agent's ``sampling`` overrides ``defaults.sampling`` field by field: only the keys it
+    writes change (see :meth:`over`).
+    """
+
+    temperature: float = Field(0.7, ge=0, description="0 = greedy")
     max_tokens: int = Field(128, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus mass; 1 = off")
+    top_k: int = Field(0, ge=0, description="keep the k most likely tokens; 0 = off")
+    min_p: float = Field(0.0, ge=0, le=1, description="drop tokens under min_p × the top one's")
     seed: int = 0
+    stop: list[str] = Field([], description="strings that end a reply (not included)")
+
+    def over(self, base: SamplingConfig) -> SamplingConfig:
+        """``base`` with the fields written in this config replaced.
+
+        >>> base = SamplingConfig(temperature=0.2, max_tokens=64)
+        >>> SamplingConfig.model_validate({"max_tokens": 32}).over(base).temperature
+        0.2
+        """
+        return base.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
 
 
 ModelRef = str | dict[str, Any]
@@ -48,9 +64,10 @@ class AgentConfig(Strict):
     """One agent: name, trait card, model and sampling."""
 
     name: str = Field(min_length=1)
-    trait: str = "neutral"
+    trait: str | None = Field(None, description="card name or path (default: defaults.trait)")
     model: ModelRef | None = None
-    sampling: SamplingConfig | None = None
+    sampling: SamplingConfig | None = Field(None, description="overrides defaults.sampling "
+                                            "field by field")
 
 
 class SocietyConfig(Strict):
@@ -115,12 +132,36 @@ class ExperimentConfig(Strict):
     strategies: str | list[str | list[str | list[str]]] = "all"
     task: dict[str, Any]
     repeats: int = Field(1, gt=0)
+    seeding: Literal["paired", "independent"] = Field("paired", description=(
+        "paired: an agent's seeds do not depend on its society (common random numbers across "
+        "societies); independent: the society is part of every seed"))
     output: str | None = None
     run: RunConfig = RunConfig()
 
-    def identity(self) -> str:
-        """Hash of everything that changes results (not output dir or execution settings)."""
+    def result_fields(self) -> dict[str, Any]:
+        """The config as JSON without what cannot change replies: output, description, run
+        settings, and every model's execution-only options (threads, rate limits, ...)."""
+        from societies.backends.registry import strip_execution_options
+
         data = self.model_dump(mode="json", exclude={"output", "run", "description"})
+        data["models"] = {k: strip_execution_options(v) for k, v in data["models"].items()}
+        for agent in data["agents"]:
+            agent["model"] = strip_execution_options(agent["model"])
+        for society in data["societies"]:
+            society["model"] = strip_execution_options(society["model"])
+            for item in society["agents"] or []:
+                if isinstance(item, dict):
+                    item["model"] = strip_execution_options(item["model"])
+        data["defaults"]["model"] = strip_execution_options(data["defaults"]["model"])
+        return data
+
+    def identity(self) -> str:
+        """Hash of the config's part that changes results (see :meth:`result_fields`).
+
+        The run's identity adds what the config only names: card and template contents, the
+        task's answer form, model identities and the record schema (``societies.provenance``).
+        """
+        data = self.result_fields()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from societies.backends.base import BackendError, ContextOverflowError, Message
 from societies.backends.model import Model
@@ -37,11 +37,26 @@ class AgentState:
 
 
 T = TypeVar("T")
+Seeding = Literal["paired", "independent"]
 Node = tuple[AgentState, ...]  # every agent's state after some round, in society order
 
 
 class UnitFailed(Exception):
-    """A call failed even after retries; the units below this node are recorded as failed."""
+    """A call failed; the units below this node are recorded as failed.
+
+    Attributes:
+        completed: every agent's state after the last round that finished before the failure
+            (None if round 0 failed), kept so the failed record still carries those rounds'
+            replies, tokens and retries.
+    """
+
+    def __init__(self, message: str, completed: Node | None = None) -> None:
+        super().__init__(message)
+        self.completed = completed
+
+    def after(self, completed: Node) -> UnitFailed:
+        """The same failure, recorded as happening after the rounds of ``completed``."""
+        return UnitFailed(str(self), completed)
 
 
 async def gather_or_fail(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
@@ -60,7 +75,16 @@ async def gather_or_fail(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
 
 
 def call_seed(base: int, *parts: object) -> int:
-    """A per-call seed: the same agent at the same node of the same question gets the same seed."""
+    """A per-call seed: a hash of the agent's base seed and where the call sits.
+
+    The engine passes the repeat, question id, agent name and strategy prefix, and (with
+    ``seeding: independent``) the society name; see :meth:`Engine.seed_for`.
+
+    >>> call_seed(0, 0, "q1", "agent1", "-") == call_seed(0, 0, "q1", "agent1", "-")
+    True
+    >>> call_seed(0, 0, "q1", "agent1", "-") == call_seed(0, 1, "q1", "agent1", "-")
+    False
+    """
     key = "|".join(map(str, (base, *parts))).encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
 
@@ -71,15 +95,31 @@ class Engine:
     Args:
         task: parses and scores replies.
         models: the wrapped model for each model name used by the agents.
-        concurrency: backend calls in flight at once, across all questions.
+        concurrency: backend calls in flight at once, across all questions (a call waiting
+            out a retry back-off does not hold a place).
+        protocol: what agents are told each round (MachineSoM's by default).
+        seeding: ``paired`` (an agent's seed does not depend on its society, so agent *i* of
+            S1 and of S2 draw the same random numbers: common random numbers) or
+            ``independent`` (the society name is part of every seed).
     """
 
     def __init__(self, task: Task, models: dict[str, Model], concurrency: int = 4,
-                 protocol: Protocol | None = None) -> None:
+                 protocol: Protocol | None = None, seeding: Seeding = "paired") -> None:
+        if seeding not in ("paired", "independent"):
+            raise ValueError(f"seeding must be 'paired' or 'independent', got {seeding!r}")
         self.task = task
         self.models = models
         self.limit = asyncio.Semaphore(concurrency)
         self.protocol = protocol or MachineSoM()
+        self.seeding = seeding
+
+    def seed_for(self, society: SocietyPlan, agent: AgentPlan, repeat: int, question: Question,
+                 label: str) -> int:
+        """The seed of ``agent``'s call at strategy prefix ``label`` ("-" for round 0)."""
+        where: tuple[object, ...] = (repeat, question.id, agent.name, label)
+        if self.seeding == "independent":
+            where = (society.name, *where)
+        return call_seed(agent.settings.seed or 0, *where)
 
     async def run_question(
         self, society: SocietyPlan, strategies: Sequence[Strategy], question: Question, repeat: int
@@ -103,8 +143,8 @@ class Engine:
     async def _round0(self, society: SocietyPlan, question: Question, repeat: int) -> Node:
         starts = self.protocol.opening(society, question, self.task)
         turns = await gather_or_fail([
-            self._turn(agent, msgs, "answer", question, call_seed(agent.settings.seed or 0, repeat,
-                                                                  question.id, agent.name, "-"))
+            self._turn(agent, msgs, "answer", question,
+                       self.seed_for(society, agent, repeat, question, "-"))
             for agent, msgs in zip(society.agents, starts, strict=True)])
         return tuple(AgentState((*msgs, Message("assistant", t.reply)), (t,))
                      for msgs, t in zip(starts, turns, strict=True))
@@ -123,10 +163,10 @@ class Engine:
             if state.ended:
                 dead = state.turns[-1].model_copy(update=dict(
                     pattern=pattern, reply="", prompt_tokens=0, completion_tokens=0, retries=0,
-                    cached=False))
+                    cached=False, latency_s=0.0))
                 return AgentState(state.messages, (*state.turns, dead))
             msgs = (*state.messages, msg)
-            seed = call_seed(agent.settings.seed or 0, repeat, question.id, agent.name, label)
+            seed = self.seed_for(society, agent, repeat, question, label)
             turn = await self._turn(agent, msgs, pattern, question, seed)
             return AgentState((*msgs, Message("assistant", turn.reply)), (*state.turns, turn))
 
@@ -136,24 +176,28 @@ class Engine:
                 for agent, state, (pattern, msg) in zip(society.agents, parent, prompts,
                                                         strict=True)]))
         except UnitFailed as err:
-            return err
+            return err.after(parent)
 
     async def _turn(self, agent: AgentPlan, messages: Sequence[Message], pattern: Pattern,
                     question: Question, seed: int) -> Turn:
         settings = replace(agent.settings, seed=seed)
         try:
-            async with self.limit:
-                reply = await self.models[agent.model].generate(messages, settings)
+            reply = await self.models[agent.model].generate(messages, settings, slot=self.limit)
         except ContextOverflowError as err:  # the history outgrew the model: this branch ends
             return Turn(agent=agent.name, pattern=pattern, reply="", answer=None,
-                        correct=False, error=str(err))
+                        correct=False, error=str(err), finish_reason="error", model=agent.model,
+                        seed=seed)
         except BackendError as err:  # retries ran out, or the backend broke: a re-run redoes it
             raise UnitFailed(f"{agent.name}: {err}") from None
-        answer = self.task.parse(reply.text)
-        return Turn(agent=agent.name, pattern=pattern, reply=reply.text, answer=answer,
-                    correct=self.task.score(answer, question.gold),
+        except Exception as err:  # any backend bug fails the unit, not the run
+            raise UnitFailed(f"{agent.name}: {type(err).__name__}: {err}") from None
+        read = self.task.extract(reply.text)
+        return Turn(agent=agent.name, pattern=pattern, reply=reply.text, answer=read.answer,
+                    raw_answer=read.raw, correct=self.task.score(read.answer, question.gold),
                     prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                    retries=reply.retries, cached=reply.cached)
+                    retries=reply.retries, cached=reply.cached,
+                    finish_reason="length" if reply.finish_reason == "length" else "stop",
+                    model=agent.model, seed=seed, latency_s=round(reply.latency_s, 4))
 
     def _record(self, society: SocietyPlan, strategy: Strategy, question: Question, repeat: int,
                 node: Node | UnitFailed) -> UnitRecord:
@@ -164,8 +208,12 @@ class Engine:
             agents=[a.name for a in society.agents],
         )
         if isinstance(node, UnitFailed):
-            return UnitRecord(**common, rounds=[], status="failed", error=str(node))  # type: ignore[arg-type]
-        n_rounds = len(node[0].turns)
-        rounds = [Round(index=r, turns=[state.turns[r] for state in node])
-                  for r in range(n_rounds)]
-        return UnitRecord(**common, rounds=rounds)  # type: ignore[arg-type]
+            done = _rounds(node.completed) if node.completed is not None else []
+            return UnitRecord(**common, rounds=done, status="failed", error=str(node))  # type: ignore[arg-type]
+        return UnitRecord(**common, rounds=_rounds(node))  # type: ignore[arg-type]
+
+
+def _rounds(node: Node) -> list[Round]:
+    """The rounds of a node, each with every agent's turn in society order."""
+    return [Round(index=r, turns=[state.turns[r] for state in node])
+            for r in range(len(node[0].turns))]

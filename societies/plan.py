@@ -15,7 +15,11 @@ import networkx as nx
 
 from societies import graphs
 from societies.backends.base import Settings
-from societies.backends.registry import BUNDLED_ALIASES, validate_spec
+from societies.backends.registry import (
+    BUNDLED_ALIASES,
+    strip_execution_options,
+    validate_spec,
+)
 from societies.cards import Card, load_card
 from societies.config import COMPOSITIONS, AgentConfig, ExperimentConfig, SocietyConfig
 from societies.errors import ConfigError
@@ -70,21 +74,25 @@ def _model_name(ref: str | dict[str, Any], models: dict[str, dict[str, Any]], wh
             raise ConfigError(f"{where}: unknown model {ref!r}; known: {', '.join(known)}")
         return ref
     validate_spec(ref, where)
-    name = "inline-" + hashlib.sha256(json.dumps(ref, sort_keys=True).encode()).hexdigest()[:8]
+    # Named by what changes replies, so a resume with other thread counts keeps the name.
+    pinned = json.dumps(strip_execution_options(ref), sort_keys=True)
+    name = "inline-" + hashlib.sha256(pinned.encode()).hexdigest()[:8]
     models[name] = ref
     return name
 
 
 def _agent(cfg: AgentConfig, exp: ExperimentConfig, models: dict[str, dict[str, Any]],
            where: str, default_model: str | dict[str, Any] | None = None) -> AgentPlan:
-    sampling = cfg.sampling or exp.defaults.sampling
+    sampling = cfg.sampling.over(exp.defaults.sampling) if cfg.sampling else exp.defaults.sampling
     model_ref = cfg.model or default_model or exp.defaults.model
+    trait = cfg.trait or exp.defaults.trait
     return AgentPlan(
         name=cfg.name,
-        card=load_card(cfg.trait, f"{where}.trait"),
+        card=load_card(trait, f"{where}.trait"),
         model=_model_name(model_ref, models, f"{where}.model"),
         settings=Settings(temperature=sampling.temperature, max_tokens=sampling.max_tokens,
-                          top_p=sampling.top_p, seed=sampling.seed),
+                          top_p=sampling.top_p, top_k=sampling.top_k, min_p=sampling.min_p,
+                          seed=sampling.seed, stop=tuple(sampling.stop)),
     )
 
 

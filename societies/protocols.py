@@ -19,7 +19,13 @@ from societies.tasks import Question, Task
 
 
 class Protocol(abc.ABC):
-    """What agents are told in round 0 and in each later round."""
+    """What agents are told in round 0 and in each later round.
+
+    ``templates`` names the prompt templates the protocol renders: their text is part of a run's
+    identity, so editing one makes a new run instead of mixing two protocols in one.
+    """
+
+    templates: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def opening(self, society: SocietyPlan, question: Question, task: Task
@@ -38,6 +44,8 @@ class MachineSoM(Protocol):
     Debate shows the agent the latest replies of its in-neighbours on the graph (agents whose
     branch ended are left out); reflection shows nothing new, only the agent's own history.
     """
+
+    templates = ("question", "debate", "reflection")
 
     def opening(self, society: SocietyPlan, question: Question, task: Task
                 ) -> list[tuple[Message, ...]]:

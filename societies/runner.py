@@ -21,6 +21,7 @@ from societies.ledger import build_ledger
 from societies.metrics import Summary, summarize
 from societies.plan import Plan, SocietyPlan
 from societies.protocols import PROTOCOLS
+from societies.provenance import Provenance, provenance
 from societies.records import UnitRecord, unit_id
 from societies.storage import RunStore
 from societies.strategies import Strategy
@@ -80,6 +81,14 @@ class Run:
             lambda pool, name: Model(pool.chat(name), name, retry=retry, cache=cache))
         names = sorted({a.model for s in plan.societies for a in s.agents})
         self.models = {name: factory(self.pool, name) for name in names}
+        self.provenance: Provenance = provenance(
+            plan, self.task, {name: m.backend.identity for name, m in self.models.items()})
+
+    def prepare(self) -> None:
+        """Create the run directory, or check that it holds this same experiment (resume)."""
+        p = self.provenance
+        self.store.prepare(self.plan.config.model_dump(mode="json"), p.identity, p.parts,
+                           p.effective)
 
     def jobs(self, done: set[str]) -> list[Job]:
         """Every (society, repeat, question) with at least one unfinished strategy."""
@@ -107,7 +116,8 @@ class Run:
     async def execute(self, progress: bool = True) -> Summary:
         """Run every unfinished unit, append records in order, and write the summary."""
         protocol = PROTOCOLS[self.plan.config.protocol]()
-        engine = Engine(self.task, self.models, self.plan.config.run.concurrency, protocol)
+        engine = Engine(self.task, self.models, self.plan.config.run.concurrency, protocol,
+                        seeding=self.plan.config.seeding)
         jobs = self.jobs(self.store.done())
         bar = tqdm(total=self.total_units, initial=self.total_units - sum(
             len(j.strategies) for j in jobs), unit="unit", disable=not progress)

@@ -20,10 +20,31 @@ from societies.records import UnitRecord
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never half.
+
+    The data is fsynced before the rename and the directory after it, so a power cut cannot
+    leave the new name pointing at an empty file.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    with tmp.open("w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class RunStore:
@@ -39,25 +60,37 @@ class RunStore:
         self.records_path = self.root / "records.jsonl"
         self.summary_path = self.root / "summary.json"
 
-    def prepare(self, config: dict[str, Any], identity: str) -> None:
-        """Create the directory, or check that it holds a run of the same config.
+    def prepare(self, config: dict[str, Any], identity: str,
+                parts: dict[str, str] | None = None,
+                effective: dict[str, Any] | None = None) -> None:
+        """Create the directory, or check that it holds a run of the same experiment.
+
+        Args:
+            config: the config as written (saved for ``societies report``).
+            identity: the run's identity (``societies.provenance``).
+            parts: the hash of each part of the identity, saved so a refusal names the part.
+            effective: the settings in effect (sampling per agent, ...), saved for people.
 
         Raises:
-            UserError: the directory holds a run of a different config.
+            UserError: the directory holds a run of a different experiment.
         """
         if self.config_path.exists():
             saved = json.loads(self.config_path.read_text())
             if saved.get("identity") != identity:
+                old = saved.get("identity_parts") or {}
+                changed = [k for k, v in (parts or {}).items() if old.get(k) != v]
+                what = f" ({', '.join(changed)} changed)" if old and changed else ""
                 raise UserError(
-                    f"{self.root}: holds a run of a different config "
-                    f"(identity {saved.get('identity')}, this config {identity}); "
+                    f"{self.root}: holds a run of a different experiment{what} "
+                    f"(identity {saved.get('identity')}, now {identity}); "
                     "use another --out directory or delete this one"
                 )
             self._drop_torn_tail()  # once per resume, so appends start on a fresh line
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.config_path,
-                     json.dumps({"identity": identity, "config": config}, indent=2))
+        doc = {"identity": identity, "identity_parts": parts or {}, "config": config,
+               "effective": effective or {}}
+        write_atomic(self.config_path, json.dumps(doc, indent=2))
 
     def saved_config(self) -> dict[str, Any]:
         """The config saved in this run directory."""

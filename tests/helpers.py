@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from societies.backends.base import ChatBackend, Message
+from societies.backends.base import ChatBackend, Message, Reply, Settings
 from societies.backends.model import Model, RetryPolicy
 from societies.config import parse_config
 from societies.plan import build_plan
@@ -31,6 +31,24 @@ def config(**overrides: Any) -> dict[str, Any]:
     return base
 
 
+class SameModel(ChatBackend):
+    """A test backend presented under one fixed identity.
+
+    Tests that stand one model's different behaviours (failing, then recovered) in with
+    different scripted backends wrap them in this, so a re-run counts as the same experiment.
+    """
+
+    def __init__(self, inner: ChatBackend) -> None:
+        self.inner = inner
+
+    @property
+    def identity(self) -> str:
+        return "test-model"
+
+    async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        return await self.inner.generate(messages, settings)
+
+
 def make_run(tmp_path: Path, cfg: dict[str, Any], backend: ChatBackend | None = None,
              retry: RetryPolicy | None = None, limit: int | None = None) -> Run:
     """Build and prepare a run in ``tmp_path``; every model is ``backend`` if given."""
@@ -39,9 +57,10 @@ def make_run(tmp_path: Path, cfg: dict[str, Any], backend: ChatBackend | None = 
     store = RunStore(tmp_path)
     factory: Callable[[Any, str], Model] | None = None
     if backend is not None:
-        factory = lambda pool, name: Model(backend, name, retry=retry)  # noqa: E731
+        pinned = SameModel(backend)
+        factory = lambda pool, name: Model(pinned, name, retry=retry)  # noqa: E731
     run = Run(plan, store, limit=limit, model_factory=factory)
-    store.prepare(exp.model_dump(mode="json"), exp.identity())
+    run.prepare()
     return run
 
 

@@ -92,7 +92,7 @@ def test_changed_config_in_existing_run_is_refused(
     assert code == 0
     before = (out / "records.jsonl").read_text()
     code, err, _ = run_cli(tmp_path, config(rounds=1, strategies=["0"]), capsys)
-    assert code == 2 and "holds a run of a different config" in err
+    assert code == 2 and "holds a run of a different experiment (config changed)" in err
     assert (out / "records.jsonl").read_text() == before
     # Execution settings are not part of the identity: changing them resumes.
     code, _, _ = run_cli(tmp_path, config(run={"concurrency": 1, "cache": False}), capsys)
@@ -115,3 +115,30 @@ def test_strategy_notations_agree() -> None:
     assert a == b == c and a.label == "001"
     mixed = parse_strategy(["debate", ["reflection", "debate"]], 2, "s")
     assert mixed.label == "0[10]" and mixed.prefix(1) == "0"
+
+
+def test_defaults_trait_applies_to_agents_that_name_none() -> None:
+    cfg = config(defaults={"model": "s", "trait": "devils-advocate"},
+                 agents=[{"name": "a"}, {"name": "b", "trait": "easy-going"}],
+                 societies=[{"agents": ["a", "b"]}])
+    plan = build_plan(parse_config(cfg))
+    assert [a.card.name for a in plan.societies[0].agents] == ["devils-advocate", "easy-going"]
+
+
+def test_agent_sampling_overrides_defaults_field_by_field() -> None:
+    cfg = config(defaults={"model": "s", "sampling": {"temperature": 0.2, "max_tokens": 64,
+                                                      "top_k": 20, "stop": ["###"]}},
+                 agents=[{"name": "a", "sampling": {"max_tokens": 16}}, {"name": "b"}],
+                 societies=[{"agents": ["a", "b"]}])
+    a, b = build_plan(parse_config(cfg)).societies[0].agents
+    assert (a.settings.temperature, a.settings.max_tokens, a.settings.top_k) == (0.2, 16, 20)
+    assert a.settings.stop == ("###",) and a.settings.min_p == 0.0
+    assert (b.settings.max_tokens, b.settings.top_p) == (64, 1.0)
+
+
+def test_sampling_vocabulary_is_validated_with_its_field_path(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err, out = run_cli(tmp_path, config(defaults={"model": "s",
+                                                        "sampling": {"min_p": 2}}), capsys)
+    assert code == 2 and "defaults.sampling.min_p: Input should be less than or equal to 1" in err
+    assert not out.exists()

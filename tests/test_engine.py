@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,8 +96,12 @@ async def test_records_in_deterministic_order(tmp_path: Path) -> None:
     assert ids == [f"S2/{s}/0/{q}" for q in questions for s in ("00", "01")]
 
 
+class SimulatedCrash(BaseException):
+    """Stands for the process dying (a kill): not an Exception, so nothing may catch it."""
+
+
 class Flaky(ScriptedBackend):
-    """Raises RuntimeError (a crash, not a backend error) on the n-th call."""
+    """Crashes the run on the n-th call."""
 
     def __init__(self, crash_at: int) -> None:
         super().__init__(tagged_reply)
@@ -105,14 +110,14 @@ class Flaky(ScriptedBackend):
     async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
         if len(self.calls) + 1 == self.crash_at:
             self.calls.append(tuple(messages))
-            raise RuntimeError("simulated crash")
+            raise SimulatedCrash("simulated crash")
         return await super().generate(messages, settings)
 
 
 async def test_resume_after_crash_no_loss_no_duplicates(tmp_path: Path) -> None:
     cfg = config(task={"name": "arithmetic", "n": 6}, run={"concurrency": 1, "cache": False})
     run = make_run(tmp_path, cfg, Flaky(crash_at=20))
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(SimulatedCrash, match="simulated crash"):
         await run.execute(progress=False)
     first = run.store.records()
     assert 0 < len(first) < 12
@@ -234,3 +239,117 @@ async def test_run_questions_bounds_questions_in_flight_apart_from_calls(
     assert len(run.store.records()) == 12
     assert max(q for _, q in backend.peaks) == 2  # never a third question at once
     assert max(c for c, _ in backend.peaks) == 6  # but all six agent calls of two questions
+
+
+class Raising(ScriptedBackend):
+    """Raises a plain exception (not a BackendError) for one agent after round 0."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(tagged_reply)
+        self.error = error
+
+    async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        if speaker(messages) == "agent2" and len(messages) > 2:
+            raise self.error
+        return await super().generate(messages, settings)
+
+
+@pytest.mark.parametrize("error", [ValueError("cross-tokenizer hand-off: no token for byte"),
+                                   RuntimeError("torch: shape mismatch")])
+async def test_any_backend_exception_fails_the_unit_and_the_run_goes_on(
+        tmp_path: Path, error: Exception) -> None:
+    cfg = config(rounds=1, strategies=["0", "1"], task={"name": "arithmetic", "n": 2})
+    run = make_run(tmp_path, cfg, Raising(error))
+    await run.execute(progress=False)  # no exception escapes
+    records = run.store.records()
+    assert len(records) == 4 and all(r.status == "failed" for r in records)
+    assert all(type(error).__name__ in (r.error or "") and "agent2" in (r.error or "")
+               for r in records)
+    run2 = make_run(tmp_path, cfg, ScriptedBackend(tagged_reply))
+    await run2.execute(progress=False)
+    assert [r.status for r in run2.store.records()] == ["ok"] * 4
+
+
+async def test_a_failed_unit_keeps_the_rounds_it_completed(tmp_path: Path) -> None:
+    cfg = config(rounds=2, strategies=["00"], task={"name": "arithmetic", "n": 1})
+    run = make_run(tmp_path, cfg, Broken(tagged_reply))
+    summary = await run.execute(progress=False)
+    (record,) = run.store.records()
+    assert record.status == "failed"
+    # Round 0 finished before the backend broke: its replies and tokens are kept.
+    assert [r.index for r in record.rounds] == [0]
+    assert all(t.reply and t.completion_tokens > 0 for t in record.rounds[0].turns)
+    assert summary.ledger is not None and summary.ledger.total.completion_tokens > 0
+
+
+class BackOff(ScriptedBackend):
+    """The very first call is refused with Retry-After; the log shows who entered when."""
+
+    def __init__(self) -> None:
+        super().__init__(tagged_reply)
+        self.entered: list[str] = []
+
+    async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        self.entered.append(speaker(messages))
+        if len(self.entered) == 1:
+            raise TransientBackendError("HTTP 429", retry_after=0.3)
+        return await super().generate(messages, settings)
+
+
+async def test_a_call_waiting_out_a_back_off_frees_its_concurrency_slot(
+        tmp_path: Path) -> None:
+    backend = BackOff()
+    cfg = config(rounds=0, strategies=[""], task={"name": "arithmetic", "n": 1},
+                 run={"concurrency": 1, "cache": False})
+    run = make_run(tmp_path, cfg, backend, retry=RetryPolicy(attempts=3, base_delay=0.0))
+    await run.execute(progress=False)
+    first = backend.entered[0]
+    # With one slot, the others ran while the refused call waited, and it came back last.
+    assert backend.entered[-1] == first and backend.entered.count(first) == 2
+    assert len(set(backend.entered[1:3])) == 2 and first not in backend.entered[1:3]
+    (record,) = run.store.records()
+    assert record.status == "ok"
+
+
+class Cut(ScriptedBackend):
+    """Says it stopped at max_tokens for agent1, normally for the others."""
+
+    async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        reply = await super().generate(messages, settings)
+        reason = "length" if speaker(messages) == "agent1" else "stop"
+        return Reply(reply.text, reply.prompt_tokens, reply.completion_tokens,
+                     finish_reason=reason)
+
+
+async def test_turns_record_finish_reason_seed_model_and_latency(tmp_path: Path) -> None:
+    cfg = config(rounds=1, strategies=["0"], task={"name": "arithmetic", "n": 1})
+    run = make_run(tmp_path, cfg, Cut(tagged_reply))
+    await run.execute(progress=False)
+    (record,) = run.store.records()
+    turns = [t for r in record.rounds for t in r.turns]
+    assert [t.finish_reason for t in turns] == ["length", "stop", "stop"] * 2
+    assert all(t.model == "s" and t.latency_s >= 0 and t.seed is not None for t in turns)
+    assert len({t.seed for t in turns}) == len(turns)  # every call has its own seed
+    assert turns[0].raw_answer == "0" and turns[0].answer == "0"
+
+
+async def seeds_by_society(tmp_path: Path, seeding: str) -> dict[tuple[str, int, str], int]:
+    cfg = config(societies=[{"machinesom": "S1"}, {"machinesom": "S2"}], repeats=2,
+                 rounds=0, strategies=[""], task={"name": "arithmetic", "n": 1},
+                 seeding=seeding)
+    run = make_run(tmp_path, cfg, ScriptedBackend(tagged_reply))
+    await run.execute(progress=False)
+    return {(r.society, r.repeat, t.agent): t.seed or 0
+            for r in run.store.records() for t in r.rounds[0].turns}
+
+
+async def test_paired_seeding_shares_seeds_across_societies_not_repeats(tmp_path: Path) -> None:
+    seeds = await seeds_by_society(tmp_path / "paired", "paired")
+    assert seeds[("S1", 0, "agent1")] == seeds[("S2", 0, "agent1")]
+    assert seeds[("S1", 0, "agent1")] != seeds[("S1", 1, "agent1")]
+    assert seeds[("S1", 0, "agent1")] != seeds[("S1", 0, "agent2")]
+    independent = await seeds_by_society(tmp_path / "independent", "independent")
+    assert independent[("S1", 0, "agent1")] != independent[("S2", 0, "agent1")]
+    assert independent[("S1", 0, "agent1")] != independent[("S1", 1, "agent1")]
+    assert json.loads((tmp_path / "independent" / "config.json").read_text())[
+        "effective"]["seeding"] == "independent"

@@ -84,6 +84,8 @@ class Reply:
         logprobs: per-token log-probabilities, when asked for and supported.
         retries: how many retries the wrapper needed (filled by the wrapper).
         cached: whether the reply came from the call cache (filled by the wrapper).
+        latency_s: seconds the successful backend call took (filled by the wrapper; 0 when
+            cached).
     """
 
     text: str
@@ -94,6 +96,7 @@ class Reply:
     retries: int = 0
     cached: bool = False
     extra: dict[str, float] = field(default_factory=dict)
+    latency_s: float = 0.0
 
 
 class BackendError(Exception):

@@ -46,6 +46,7 @@ def _encode(reply: Reply) -> str:
     data = dataclasses.asdict(reply)
     data.pop("retries")
     data.pop("cached")
+    data.pop("latency_s")  # a property of that call, not of the reply
     return json.dumps(data)
 
 

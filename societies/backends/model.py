@@ -7,8 +7,11 @@ Token accounting per agent and round lives in the records (every turn carries it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 
 from societies.backends.base import ChatBackend, Message, Reply, Settings, TransientBackendError
@@ -58,11 +61,18 @@ class Model:
         self.cache_hits = 0
         self.retries = 0
 
-    async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+    async def generate(self, messages: Sequence[Message], settings: Settings,
+                       slot: AbstractAsyncContextManager[object] | None = None) -> Reply:
         """Answer from the cache, else call the backend, retrying transient errors.
 
-        The reply says whether it was cached and how many retries it needed. Failed calls are
-        never cached, so a re-run retries them.
+        The reply says whether it was cached, how many retries it needed and how long the
+        successful call took. Failed calls are never cached, so a re-run retries them.
+
+        Args:
+            messages: the conversation.
+            settings: sampling settings, seed included.
+            slot: held around each backend attempt only (the engine's concurrency limit), so a
+                call waiting out a back-off or ``Retry-After`` does not keep others waiting.
         """
         key = None
         if self.cache is not None:
@@ -71,15 +81,19 @@ class Model:
             if hit is not None:
                 self.cache_hits += 1
                 return hit
-        reply = await self._call(messages, settings)
+        reply = await self._call(messages, settings, slot or contextlib.nullcontext())
         if self.cache is not None and key is not None:
             self.cache.put(key, reply)
         return reply
 
-    async def _call(self, messages: Sequence[Message], settings: Settings) -> Reply:
+    async def _call(self, messages: Sequence[Message], settings: Settings,
+                    slot: AbstractAsyncContextManager[object]) -> Reply:
         for attempt in range(self.retry.attempts):
             try:
-                reply = await self.backend.generate(messages, settings)
+                async with slot:
+                    start = time.perf_counter()
+                    reply = await self.backend.generate(messages, settings)
+                    latency = time.perf_counter() - start
             except TransientBackendError as err:
                 if attempt + 1 == self.retry.attempts:
                     raise
@@ -87,5 +101,5 @@ class Model:
                 await asyncio.sleep(self.retry.delay(attempt, err.retry_after, self._rng))
                 continue
             self.calls += 1
-            return replace(reply, retries=attempt)
+            return replace(reply, retries=attempt, latency_s=latency)
         raise AssertionError("unreachable")  # the loop either returns or raises

@@ -96,6 +96,27 @@ def validate_spec(raw: Mapping[str, Any], where: str) -> ModelSpec:
     return ModelSpec(name, options)
 
 
+def strip_execution_options(ref: Any) -> Any:
+    """A model reference without the options that cannot change replies.
+
+    Each backend module lists its execution-only options (threads, batch sizes, rate limits,
+    timeouts) in ``EXECUTION_OPTIONS``; a run may resume with them changed. Names and other
+    non-dict references are returned as they are.
+
+    >>> strip_execution_options({"backend": "scripted", "replies": ["x"], "delay": 0.5})
+    {'backend': 'scripted', 'replies': ['x']}
+    """
+    if not isinstance(ref, Mapping):
+        return ref
+    try:
+        spec = normalise_ref(ref)
+        module = backend_module(str(spec.get("backend")))
+    except (ConfigError, ImportError):
+        return dict(ref)
+    execution: frozenset[str] = getattr(module, "EXECUTION_OPTIONS", frozenset())
+    return {k: v for k, v in spec.items() if k not in execution}
+
+
 class BackendPool:
     """Builds each named model's backend once and shares it between agents.
 
