@@ -4,7 +4,9 @@ Every number is a pure function of the records. Records are grouped by (society,
 each metric aggregates over the group's units (questions × repeats). Units with status
 ``"failed"`` are left out of every metric but counted in ``failed_units``. A turn with ``error``
 set counts as answer None (and not correct); a turn missing from a round (an agent whose branch
-ended) counts as an error turn.
+ended) counts as an error turn. A turn's ``finish_reason`` is only known from schema-2
+records on (schema 1 did not record it), so truncation measures are None for groups with older
+records.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from societies.ledger import Ledger
 from societies.records import Turn, UnitRecord
 
-SUMMARY_SCHEMA_VERSION = 1
+SUMMARY_SCHEMA_VERSION = 2  # 2: answered-only consensus, truncation, reply counts
 BEHAVIOURS = ("stable_correct", "stable_wrong", "correcting", "degrading", "wavering")
 SPLIT_KEYS = ("tt", "tf", "ft", "ff")
 
@@ -35,6 +37,16 @@ class RoundMetrics(BaseModel):
             and is correct, i.e. some agent whose answer equals it has correct=True.
         n_clusters: mean number of distinct answers among agents (None is one cluster).
         plurality_share: mean of ``max count / n_agents`` (None counts as an answer here).
+        answered_rate: fraction of turns with an answer (not None, no error); with
+            parse_failure_rate and error_rate it sums to 1.
+        n_units_answered: units in which at least one agent answered: the base of the two
+            answered-only means below (units where nobody answered are left out of them, and
+            show up as a low answered_rate instead).
+        n_clusters_answered: mean over those units of the number of distinct answers among the
+            agents that answered; None when no unit has an answer.
+        plurality_share_answered: mean over those units of ``max count / agents that
+            answered``; None when no unit has an answer. Three unparseable replies give
+            n_clusters 1 and plurality_share 1.0 but no answered-only value at all.
         conformity (k ≥ 1): over agent-steps (unit, agent, k) whose unit had a majority at k−1,
             the fraction whose answer at k equals that majority; None in round 0 or when no
             unit had a majority at k−1.
@@ -46,8 +58,19 @@ class RoundMetrics(BaseModel):
             equals that majority; None when there are no such steps.
         answer_change_rate (k ≥ 1): fraction of agent-steps whose answer differs from the same
             agent's answer at k−1 (None compared as a value); None in round 0.
-        parse_failure_rate: fraction of turns with answer None and no error.
+        parse_failure_rate: fraction of turns with answer None and no error (truncated ones
+            included).
         error_rate: fraction of turns with an error (a missing turn counts as one).
+        truncated_rate: fraction of turns cut at max_tokens (``finish_reason == "length"``, no
+            error), whether an answer was read from them or not.
+        truncated_answered_rate: fraction of turns cut at max_tokens from which an answer was
+            still read; such answers are suspect (often a number from the middle of a
+            calculation). truncated_rate − truncated_answered_rate is the truncated share of
+            parse_failure_rate.
+        parse_failure_rate_untruncated: among turns that ended on their own (no error, not
+            truncated), the fraction with no answer: how often the parser fails on complete
+            replies. None when there are no such turns.
+        The three truncation rates are None when the group holds schema-1 records.
         prompt_tokens, completion_tokens: sums over units and agents.
         tokens_per_agent: agent → {"prompt": sum, "completion": sum} over units.
     """
@@ -66,9 +89,34 @@ class RoundMetrics(BaseModel):
     answer_change_rate: float | None
     parse_failure_rate: float
     error_rate: float
+    answered_rate: float
+    n_units_answered: int
+    n_clusters_answered: float | None
+    plurality_share_answered: float | None
+    truncated_rate: float | None
+    truncated_answered_rate: float | None
+    parse_failure_rate_untruncated: float | None
     prompt_tokens: int
     completion_tokens: int
     tokens_per_agent: dict[str, dict[str, int]]
+
+
+class ReplyCounts(BaseModel):
+    """The turns of a group's scored units over all rounds, counted by what became of them.
+
+    ``answered + no_answer + errors == turns`` (a missing turn is an error); ``no_answer`` counts
+    parse failures, truncated ones included. ``truncated`` counts turns cut at max_tokens, of
+    which ``truncated_answered`` still yielded a (suspect) answer; both are None when the group
+    holds schema-1 records, which did not record why a reply ended.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    turns: int
+    answered: int
+    no_answer: int
+    errors: int
+    truncated: int | None
+    truncated_answered: int | None
 
 
 class GroupMetrics(BaseModel):
@@ -77,6 +125,7 @@ class GroupMetrics(BaseModel):
     ``n_units`` counts the units scored (status "ok"); ``failed_units`` the units left out.
     ``retries`` sums ``Turn.retries`` over all units, failed ones included (it measures cost).
     ``behaviours`` maps each of ``BEHAVIOURS`` to its share of scored units ({} if none).
+    ``replies`` counts the scored units' turns by outcome (see ReplyCounts).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -87,6 +136,7 @@ class GroupMetrics(BaseModel):
     retries: int
     rounds: list[RoundMetrics]
     behaviours: dict[str, float]
+    replies: ReplyCounts
 
 
 class Summary(BaseModel):
@@ -106,6 +156,7 @@ class _Cell:
     correct: bool
     parse_failed: bool
     errored: bool
+    truncated: bool = False  # cut at max_tokens (never set together with errored)
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -127,6 +178,7 @@ def _cell(turn: Turn | None) -> _Cell:
         correct=turn.correct and not errored,
         parse_failed=answer is None and not errored,
         errored=errored,
+        truncated=turn.finish_reason == "length" and not errored,
         prompt_tokens=turn.prompt_tokens,
         completion_tokens=turn.completion_tokens,
     )
@@ -197,8 +249,51 @@ def _rate(num: float, den: int) -> float | None:
     return num / den if den else None
 
 
-def _round_metrics(k: int, grids: Sequence[_Grid], agents: Sequence[str]) -> RoundMetrics:
-    """Metrics of round ``k`` over the grids (one per unit) that have it; see RoundMetrics."""
+def _answered_consensus(rows: Sequence[Sequence[_Cell]]) -> dict[str, float | int | None]:
+    """The consensus fields over answered agents only (see RoundMetrics)."""
+    answered = [[a for a in _answers(row) if a is not None] for row in rows]
+    answered = [a for a in answered if a]  # a unit where nobody answered has no consensus
+    return {
+        "n_units_answered": len(answered),
+        "n_clusters_answered": fmean(len(set(a)) for a in answered) if answered else None,
+        "plurality_share_answered": (
+            fmean(Counter(a).most_common(1)[0][1] / len(a) for a in answered)
+            if answered else None),
+    }
+
+
+def _truncation(cells: Sequence[_Cell], known: bool) -> dict[str, float | None]:
+    """The truncation fields of RoundMetrics; all None when finish reasons were not recorded."""
+    complete = [c for c in cells if not (c.errored or c.truncated)]
+    return {
+        "truncated_rate": fmean(c.truncated for c in cells) if known else None,
+        "truncated_answered_rate": (
+            fmean(c.truncated and c.answer is not None for c in cells) if known else None),
+        "parse_failure_rate_untruncated": (
+            fmean(c.parse_failed for c in complete) if known and complete else None),
+    }
+
+
+def _reply_counts(grids: Sequence[_Grid], known: bool) -> ReplyCounts:
+    cells = [c for g in grids for row in g for c in row]
+    return ReplyCounts(
+        turns=len(cells),
+        answered=sum(c.answer is not None for c in cells),
+        no_answer=sum(c.parse_failed for c in cells),
+        errors=sum(c.errored for c in cells),
+        truncated=sum(c.truncated for c in cells) if known else None,
+        truncated_answered=(
+            sum(c.truncated and c.answer is not None for c in cells) if known else None),
+    )
+
+
+def _round_metrics(
+    k: int, grids: Sequence[_Grid], agents: Sequence[str], finish_known: bool = True
+) -> RoundMetrics:
+    """Metrics of round ``k`` over the grids (one per unit) that have it; see RoundMetrics.
+
+    ``finish_known`` says whether the units recorded why each reply ended (schema ≥ 2).
+    """
     keys = _agent_keys(agents)
     rows = [g[k] for g in grids]
     n_units, n_agents = len(rows), len(keys)
@@ -247,6 +342,9 @@ def _round_metrics(k: int, grids: Sequence[_Grid], agents: Sequence[str]) -> Rou
         answer_change_rate=_rate(changed, n_units * n_agents) if k >= 1 else None,
         parse_failure_rate=fmean(c.parse_failed for c in cells),
         error_rate=fmean(c.errored for c in cells),
+        answered_rate=fmean(c.answer is not None for c in cells),
+        **_answered_consensus(rows),
+        **_truncation(cells, finish_known),
         prompt_tokens=sum(t["prompt"] for t in per_agent_tokens.values()),
         completion_tokens=sum(t["completion"] for t in per_agent_tokens.values()),
         tokens_per_agent=per_agent_tokens,
@@ -271,9 +369,12 @@ def group_metrics(units: Sequence[UnitRecord]) -> GroupMetrics:
 
     grids = [_grid(u) for u in ok]
     n_rounds = max((len(g) for g in grids), default=0)
+    # Schema-1 records default finish_reason to "stop": that is no evidence of a complete reply.
+    known = all(u.schema_version >= 2 for u in ok)
     # A unit contributes to the rounds it has; complete runs have the same count everywhere.
     rounds = [
-        _round_metrics(k, [g for g in grids if len(g) > k], agents) for k in range(n_rounds)
+        _round_metrics(k, [g for g in grids if len(g) > k], agents, known)
+        for k in range(n_rounds)
     ]
     kinds = Counter(behaviour([_majority_correct(row) for row in g]) for g in grids)
     return GroupMetrics(
@@ -284,6 +385,7 @@ def group_metrics(units: Sequence[UnitRecord]) -> GroupMetrics:
         retries=sum(t.retries for u in units for r in u.rounds for t in r.turns),
         rounds=rounds,
         behaviours={b: kinds[b] / len(grids) for b in BEHAVIOURS} if grids else {},
+        replies=_reply_counts(grids, known),
     )
 
 

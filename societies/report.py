@@ -1,29 +1,43 @@
-"""Plain-text report of a summary: one per-round table per (society, strategy) group."""
+"""Plain-text reports: the per-round table of a summary, and the parse audit of a run's records."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from societies.metrics import BEHAVIOURS, GroupMetrics, RoundMetrics, Summary
+from societies.records import Turn, UnitRecord
+from societies.strategies import split_label
 
-DASH = "–"  # shown where a metric is undefined (round 0, no majority)
+DASH = "–"  # shown where a metric is undefined (round 0, no majority, not recorded)
 
 
 def _pct(x: float | None) -> str:
     return DASH if x is None else f"{100 * x:.1f}%"
 
 
-# (header, cell) per column, in table order.
+def _num(x: float | None) -> str:
+    return DASH if x is None else f"{x:.2f}"
+
+
+# (header, cell) per column, in table order. "|ans" columns count only the agents that answered.
 _COLUMNS: list[tuple[str, Callable[[RoundMetrics], str]]] = [
     ("round", lambda r: str(r.index)),
     ("acc", lambda r: _pct(r.mean_accuracy)),
     ("maj", lambda r: _pct(r.majority_accuracy)),
-    ("clusters", lambda r: f"{r.n_clusters:.2f}"),
-    ("plurality", lambda r: _pct(r.plurality_share)),
-    ("conformity", lambda r: _pct(r.conformity)),
-    ("strict conf.", lambda r: _pct(r.strict_conformity)),
+    ("clust", lambda r: _num(r.n_clusters)),
+    ("plur", lambda r: _pct(r.plurality_share)),
+    ("ans", lambda r: _pct(r.answered_rate)),
+    ("clust|ans", lambda r: _num(r.n_clusters_answered)),
+    ("plur|ans", lambda r: _pct(r.plurality_share_answered)),
+    ("conform", lambda r: _pct(r.conformity)),
+    ("strict", lambda r: _pct(r.strict_conformity)),
     ("changes", lambda r: _pct(r.answer_change_rate)),
-    ("parse fail", lambda r: _pct(r.parse_failure_rate)),
+    ("parse", lambda r: _pct(r.parse_failure_rate)),
+    ("trunc", lambda r: _pct(r.truncated_rate)),
     ("tokens", lambda r: str(r.prompt_tokens + r.completion_tokens)),
 ]
 
@@ -45,14 +59,30 @@ def _behaviour_line(group: GroupMetrics) -> str:
     return "behaviours: " + " · ".join(parts)
 
 
-def _table(rounds: list[RoundMetrics]) -> list[str]:
-    rows = [[h for h, _ in _COLUMNS]] + [[cell(r) for _, cell in _COLUMNS] for r in rounds]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    return ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+def _truncation_line(group: GroupMetrics) -> list[str]:
+    """A warning when replies were cut at max_tokens (nothing when none were)."""
+    r = group.replies
+    if not r.truncated:
+        return []
+    return [f"truncated: {r.truncated} of {r.turns} replies cut at max_tokens, "
+            f"{r.truncated_answered} of them still read as an answer (suspect)"]
+
+
+def _table(rounds: Sequence[RoundMetrics]) -> list[str]:
+    header = [h for h, _ in _COLUMNS]
+    return _aligned([header] + [[cell(r) for _, cell in _COLUMNS] for r in rounds])
+
+
+def _aligned(rows: Sequence[Sequence[str]], left: int = 0) -> list[str]:
+    """Rows as lines, columns right-aligned (the first ``left`` columns left-aligned)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i < left else c.rjust(w)
+                      for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+            for row in rows]
 
 
 def format_group(group: GroupMetrics) -> str:
-    """One group's block: header, behaviour line and the per-round table.
+    """One group's block: header, behaviour line, truncation warning (if any), per-round table.
 
     Args:
         group: the group's metrics.
@@ -60,7 +90,7 @@ def format_group(group: GroupMetrics) -> str:
     Returns:
         The block as lines joined by newlines, without a trailing newline.
     """
-    lines = [_header(group), _behaviour_line(group)]
+    lines = [_header(group), _behaviour_line(group), *_truncation_line(group)]
     lines += _table(group.rounds) if group.rounds else ["(no scored units)"]
     return "\n".join(lines)
 
@@ -68,10 +98,14 @@ def format_group(group: GroupMetrics) -> str:
 def format_table(summary: Summary) -> str:
     """The per-round table of every (society, strategy) group, groups separated by blank lines.
 
-    Columns: round, acc (mean agent accuracy), maj (majority-vote accuracy), clusters (mean
-    number of answer clusters), plurality (share of agents holding the most common answer),
-    conformity, strict conf., changes (answer change rate), parse fail and tokens (prompt +
-    completion). Percentages have one decimal; "–" marks an undefined value.
+    Columns: round, acc (mean agent accuracy), maj (majority-vote accuracy), clust (mean
+    number of answer clusters, None one of them), plur (plurality share: agents holding the
+    most common answer, None included), ans (share of turns with an answer), clust|ans and
+    plur|ans (the same two over the agents that answered), conform (conformity), strict (strict
+    conformity), changes (answer change rate), parse (parse failures, truncated included), trunc
+    (replies cut at max_tokens) and tokens (prompt + completion). Percentages have one decimal;
+    "–" marks an undefined value. A group with truncated replies gets a warning line saying how
+    many of them were still read as an answer.
 
     Args:
         summary: the summary from ``societies.metrics.summarize``.
@@ -93,3 +127,174 @@ def format_ledger(summary: Summary) -> str:
     cost = f" · cost {total.cost:.4f}" if total.cost is not None else ""
     return (f"spent: {total.calls} calls ({total.cached_calls} from cache) · "
             f"{total.prompt_tokens} prompt + {total.completion_tokens} completion tokens{cost}")
+
+
+# --- parse audit ---------------------------------------------------------------------------
+
+_TAIL = 100  # characters of a reply's end shown in the audit sample
+_SAMPLED = ("no answer", "truncated", "answered")  # kinds drawn in turn, so the sample mixes
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """One recorded turn, with where it sits and what became of it."""
+
+    order: int  # position in the deterministic reading order of the records
+    unit: UnitRecord
+    round: int
+    position: int
+    turn: Turn
+
+    @property
+    def known(self) -> bool:
+        """Whether the record says why the reply ended (schema 1 did not)."""
+        return self.unit.schema_version >= 2
+
+    @property
+    def kind(self) -> str:
+        """error, truncated (cut at max_tokens), answered, or no answer (a complete reply)."""
+        if self.turn.error is not None:
+            return "error"
+        if self.known and self.turn.finish_reason == "length":
+            return "truncated"
+        return "no answer" if self.turn.answer is None else "answered"
+
+
+def visible(text: str) -> str:
+    """``text`` on one line with control and format characters escaped (``\\n``, ``\\x1b``).
+
+    Replies are untrusted model output: a raw escape sequence or a bidirectional override
+    could rewrite what the terminal shows.
+
+    Examples:
+        >>> visible("42\\n\\x1b[2J\\u202e")
+        '42\\\\n\\\\x1b[2J\\\\u202e'
+    """
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    out = []
+    for ch in text:
+        if ch in named:
+            out.append(named[ch])
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _clip(text: str | None, width: int) -> str:
+    if text is None:
+        return DASH
+    shown = visible(text)
+    return shown if len(shown) <= width else shown[: width - 1] + "…"
+
+
+def _tail(reply: str) -> str:
+    return ("…" if len(reply) > _TAIL else "") + visible(reply[-_TAIL:])
+
+
+def _replies(records: Iterable[UnitRecord]) -> list[_Reply]:
+    """Every distinct turn: strategies sharing a prefix repeat its turns in each record."""
+    order = sorted(records, key=lambda u: (u.society, u.repeat, u.question_id, u.strategy))
+    seen: dict[tuple[str, int, str, int, int, str], _Reply] = {}
+    for unit in order:
+        symbols = split_label(unit.strategy)
+        for rnd in unit.rounds:
+            for i, turn in enumerate(rnd.turns):
+                key = (unit.society, unit.repeat, unit.question_id, rnd.index, i,
+                       "".join(symbols[: rnd.index]))
+                if key not in seen:
+                    seen[key] = _Reply(len(seen), unit, rnd.index, i, turn)
+    return list(seen.values())
+
+
+def _agent_key(unit: UnitRecord, position: int) -> str:
+    # Two agents may share a trait name; positions then keep them apart (the metrics' keys).
+    name = unit.agents[position] if position < len(unit.agents) else f"agent{position}"
+    return name if len(set(unit.agents)) == len(unit.agents) else f"{name}#{position}"
+
+
+def _agent_rows(replies: Sequence[_Reply]) -> list[list[str]]:
+    rows = [["agent", "model", "replies", "errors", "trunc", "trunc+ans", "no answer",
+             "parse fail"]]
+    by_agent: defaultdict[tuple[int, str], list[_Reply]] = defaultdict(list)
+    for r in replies:
+        by_agent[(r.position, _agent_key(r.unit, r.position))].append(r)
+    for (_, key), mine in sorted(by_agent.items()):
+        kinds = Counter(r.kind for r in mine)
+        known = all(r.known for r in mine)
+        trunc = [r for r in mine if r.kind == "truncated"]
+        complete = kinds["answered"] + kinds["no answer"]
+        models = sorted({r.turn.model for r in mine if r.turn.model})
+        rows.append([
+            key, ",".join(models) or DASH, str(len(mine)), str(kinds["error"]),
+            str(len(trunc)) if known else DASH,
+            str(sum(r.turn.answer is not None for r in trunc)) if known else DASH,
+            str(kinds["no answer"]), _pct(kinds["no answer"] / complete if complete else None)])
+    return rows
+
+
+def _sample(replies: Sequence[_Reply], n: int, seed: int) -> list[_Reply]:
+    """Up to ``n`` replies drawn at random, taking each kind of ``_SAMPLED`` in turn."""
+    rng = random.Random(seed)
+    pools = {k: [r for r in replies if r.kind == k] for k in _SAMPLED}
+    for pool in pools.values():
+        rng.shuffle(pool)
+    picked: list[_Reply] = []
+    while len(picked) < n and any(pools.values()):
+        for kind in _SAMPLED:
+            if pools[kind] and len(picked) < n:
+                picked.append(pools[kind].pop())
+    return sorted(picked, key=lambda r: (_SAMPLED.index(r.kind), r.order))
+
+
+def format_audit(records: Iterable[UnitRecord], sample: int = 8, seed: int = 0) -> str:
+    """The parse audit of a run: is each reply's answer read soundly?
+
+    Every distinct turn of the records (failed units included; a turn shared by strategies with
+    a common prefix counted once) is one of: error, truncated (cut at max_tokens; whether an
+    answer was still read is shown apart, as such answers are suspect), no answer (a complete
+    reply the task could not read) or answered. Per society, one line per agent counts them;
+    "parse fail" is no answer / complete replies. Then a seeded sample of replies, mixing the
+    kinds when there are several, shows each reply's last 100 characters beside the span the
+    answer was read from (raw), the canonical answer, the gold answer and whether it was scored
+    correct. Schema-1 records did not record raw answers or why a reply ended: "–" there, and
+    their truncated replies count as answered or no answer.
+
+    Args:
+        records: the run's unit records.
+        sample: how many replies to show (0 for none).
+        seed: the sample's random seed.
+
+    Returns:
+        The audit text, ending with a newline.
+    """
+    replies = _replies(records)
+    kinds = Counter(r.kind for r in replies)
+    trunc = [r for r in replies if r.kind == "truncated"]
+    lines = [f"parse audit: {len(replies)} replies: {kinds['answered']} answered, "
+             f"{kinds['no answer']} no answer, {len(trunc)} truncated "
+             f"({sum(r.turn.answer is not None for r in trunc)} still read as an answer: "
+             f"suspect), {kinds['error']} with an error"]
+    if not all(r.known for r in replies):
+        lines.append("schema-1 records: raw answers and truncation were not recorded")
+    for society in sorted({r.unit.society for r in replies}):
+        lines += ["", f"society {society}"]
+        lines += ["  " + row for row in _aligned(
+            _agent_rows([r for r in replies if r.unit.society == society]), left=2)]
+    picked = _sample(replies, sample, seed)
+    if picked:
+        shown = Counter(r.kind for r in picked)
+        lines += ["", f"sample of {len(picked)} replies (seed {seed}): "
+                  + ", ".join(f"{shown[k]} {k}" for k in _SAMPLED if shown[k])]
+        rows = [["kind", "unit", "round", "agent", "gold", "raw", "answer", "correct",
+                 "reply tail"]]
+        for r in picked:
+            gold = r.unit.gold if isinstance(r.unit.gold, str) else ",".join(r.unit.gold)
+            rows.append([r.kind, r.unit.unit_id, str(r.round), _agent_key(r.unit, r.position),
+                         _clip(gold, 16), _clip(r.turn.raw_answer, 24), _clip(r.turn.answer, 16),
+                         "yes" if r.turn.correct else "no", _tail(r.turn.reply)])
+        lines += ["  " + row for row in _aligned(rows, left=9)]
+    return "\n".join(lines) + "\n"

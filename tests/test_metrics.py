@@ -333,3 +333,93 @@ def test_mixed_agents_in_a_group_rejected() -> None:
     with pytest.raises(ValueError, match="different agents"):
         group_metrics([make_unit([["A", "A", "A"]]),
                        make_unit([["A", "A"]], qid="q1", agents=["a0", "a1"])])
+
+
+# --- consensus over answered agents (issue 8) ----------------------------------------------
+
+
+def test_unparseable_replies_are_not_consensus() -> None:
+    # Three replies nobody could read: MachineSoM's measures call it full agreement (None is one
+    # cluster held by everyone); the answered-only measures have nothing to measure.
+    r0 = one_group([make_unit([[None, None, None]])]).rounds[0]
+    assert (r0.n_clusters, r0.plurality_share) == (1, 1.0)
+    assert r0.answered_rate == 0
+    assert r0.n_units_answered == 0
+    assert r0.n_clusters_answered is None and r0.plurality_share_answered is None
+
+
+def test_answered_consensus_leaves_out_units_where_nobody_answered() -> None:
+    #   u1 [None, None, None]: no answered agent, left out of the answered-only means
+    #   u2 [A, A, None]:       1 cluster among the 2 that answered, share 2/2
+    #   u3 [A, B, None]:       2 clusters, share 1/2
+    errored = Turn(agent="a2", pattern="answer", reply="", answer="A", correct=True,
+                   error="context overflow")  # an error voids its answer here too
+    g = one_group([make_unit([[None, None, None]], qid="q1"),
+                   make_unit([["A", "A", None]], qid="q2"),
+                   make_unit([["A", "B", errored]], qid="q3")])
+    r0 = g.rounds[0]
+    assert r0.n_units_answered == 2
+    assert r0.n_clusters_answered == 1.5
+    assert r0.plurality_share_answered == pytest.approx((1 + 1 / 2) / 2)
+    assert r0.answered_rate == pytest.approx(4 / 9)
+    assert r0.answered_rate + r0.parse_failure_rate + r0.error_rate == pytest.approx(1)
+    # MachineSoM's measures keep their values: clusters 1, 2, 3; shares 3/3, 2/3, 1/3.
+    assert r0.n_clusters == 2
+    assert r0.plurality_share == pytest.approx(2 / 3)
+
+
+def test_answered_consensus_per_round() -> None:
+    g = one_group([make_unit([["A", "B", "C"], ["A", "A", None]])])
+    r0, r1 = g.rounds
+    assert (r0.n_clusters_answered, r0.plurality_share_answered) == (3, pytest.approx(1 / 3))
+    assert (r1.n_clusters_answered, r1.plurality_share_answered) == (1, 1.0)
+    assert (r0.answered_rate, r1.answered_rate) == (1.0, pytest.approx(2 / 3))
+
+
+# --- truncated replies (issue 8) ------------------------------------------------------------
+
+
+def turn(agent: str, answer: str | None, finish: str = "stop", gold: str = "A") -> Turn:
+    return Turn.model_validate({"agent": agent, "pattern": "answer", "reply": f"... {answer}",
+                                "answer": answer, "correct": answer == gold,
+                                "finish_reason": finish})
+
+
+def test_truncated_replies_counted_apart() -> None:
+    #   u1: a0 cut at max_tokens yet read as "7" (suspect), a1 cut with no answer, a2 complete A
+    #   u2: a0 complete A, a1 complete but unparseable, a2 an error
+    u1 = make_unit([[turn("a0", "7", "length"), turn("a1", None, "length"), turn("a2", "A")]])
+    error = Turn(agent="a2", pattern="answer", reply="", answer=None, correct=False,
+                 finish_reason="error", error="context overflow")
+    u2 = make_unit([[turn("a0", "A"), turn("a1", None), error]], qid="q1")
+    g = one_group([u1, u2])
+    r0 = g.rounds[0]
+    assert r0.truncated_rate == pytest.approx(2 / 6)
+    assert r0.truncated_answered_rate == pytest.approx(1 / 6)
+    # unchanged definition: no answer and no error, truncated or not (u1 a1, u2 a1)
+    assert r0.parse_failure_rate == pytest.approx(2 / 6)
+    assert r0.error_rate == pytest.approx(1 / 6)
+    # complete replies: u1 a2, u2 a0, u2 a1 -> one of three unparseable
+    assert r0.parse_failure_rate_untruncated == pytest.approx(1 / 3)
+    assert g.replies.model_dump() == {"turns": 6, "answered": 3, "no_answer": 2, "errors": 1,
+                                      "truncated": 2, "truncated_answered": 1}
+
+
+def test_truncation_unknown_in_schema_1_records() -> None:
+    # Schema 1 had no finish_reason: its default "stop" says nothing about truncation.
+    unit = make_unit([[turn("a0", "A"), turn("a1", None), turn("a2", "B")]])
+    old = unit.model_copy(update={"schema_version": 1})
+    r0 = one_group([old]).rounds[0]
+    assert r0.truncated_rate is None and r0.truncated_answered_rate is None
+    assert r0.parse_failure_rate_untruncated is None
+    assert r0.parse_failure_rate == pytest.approx(1 / 3)  # still defined
+    assert one_group([old]).replies.truncated is None
+    assert one_group([unit]).rounds[0].truncated_rate == 0
+
+
+def test_no_complete_reply_leaves_untruncated_rate_undefined() -> None:
+    g = one_group([make_unit([[turn(a, None, "length") for a in AGENTS]])])
+    r0 = g.rounds[0]
+    assert (r0.truncated_rate, r0.truncated_answered_rate) == (1.0, 0.0)
+    assert r0.parse_failure_rate == 1.0
+    assert r0.parse_failure_rate_untruncated is None
