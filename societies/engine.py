@@ -191,7 +191,11 @@ class Engine:
             raise UnitFailed(f"{agent.name}: {err}") from None
         except Exception as err:  # any backend bug fails the unit, not the run
             raise UnitFailed(f"{agent.name}: {type(err).__name__}: {err}") from None
-        read = self.task.extract(reply.text)
+        try:
+            read = self.task.extract(reply.text)
+        except Exception as err:  # an extractor bug must not take the whole run down
+            raise UnitFailed(f"{agent.name}: reading the answer failed: "
+                             f"{type(err).__name__}: {err}") from None
         return Turn(agent=agent.name, pattern=pattern, reply=reply.text, answer=read.answer,
                     raw_answer=read.raw, correct=self.task.score(read.answer, question.gold),
                     prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
