@@ -13,12 +13,16 @@ from collections.abc import Iterable, Mapping
 from pydantic import BaseModel, ConfigDict
 
 from societies.config import PriceConfig as Price
-from societies.records import UnitRecord
+from societies.records import Turn, UnitRecord
 from societies.strategies import split_label
 
 
 class LedgerLine(BaseModel):
-    """Calls and tokens actually spent (cache hits apart), and their cost if priced."""
+    """Calls and tokens actually spent (cache hits apart), and their cost if priced.
+
+    ``cost`` stays None until a turn of a priced model is counted; a priced model's cache hits
+    make it 0.0 (priced, nothing paid), an unpriced model's turns leave it as it was.
+    """
 
     model_config = ConfigDict(extra="forbid")
     calls: int = 0
@@ -28,7 +32,19 @@ class LedgerLine(BaseModel):
     cost: float | None = None
 
     def add(self, prompt: int, completion: int, cached: bool, price: Price | None) -> None:
-        """Count one turn."""
+        """Count one turn.
+
+        Examples:
+            >>> line = LedgerLine()
+            >>> line.add(1_000_000, 500_000, cached=False, price=Price(prompt=1, completion=2))
+            >>> line.calls, line.cost
+            (1, 2.0)
+            >>> line.add(10, 10, cached=True, price=None)
+            >>> line.cached_calls, line.prompt_tokens
+            (1, 1000000)
+        """
+        if price is not None and self.cost is None:
+            self.cost = 0.0
         if cached:
             self.cached_calls += 1
             return
@@ -53,27 +69,36 @@ def build_ledger(records: Iterable[UnitRecord], agent_models: Mapping[str, str] 
                  prices: Mapping[str, Price] | None = None) -> Ledger:
     """Total the unique turns of ``records``.
 
+    A turn with an error (a context overflow, or a dead branch after one) is not counted. When
+    one record holds a shared turn as paid and another as a cache hit (a unit re-run after a
+    failure reads the shared rounds from the cache), the turn counts as paid, whatever the order
+    of the records.
+
     Args:
         records: the run's records.
-        agent_models: ``society/agent`` → model name, to look prices up.
+        agent_models: ``society/agent`` → model name, to look prices up; a turn's own ``model``
+            is used for agents not in it.
         prices: model name → price; models without one have no cost.
     """
-    ledger = Ledger()
-    seen: set[tuple[str, ...]] = set()
+    unique: dict[tuple[str, ...], tuple[str, int, Turn]] = {}
     for record in records:
         symbols = split_label(record.strategy)
         for rnd in record.rounds:
             prefix = "".join(symbols[: rnd.index])
             for turn in rnd.turns:
+                if turn.error:
+                    continue
                 key = (record.society, str(record.repeat), record.question_id, turn.agent,
                        str(rnd.index), prefix)
-                if key in seen or turn.error:
-                    continue
-                seen.add(key)
-                who = f"{record.society}/{turn.agent}"
-                model = (agent_models or {}).get(who)
-                price = (prices or {}).get(model) if model else None
-                for line in (ledger.per_agent.setdefault(who, LedgerLine()),
-                             ledger.per_round.setdefault(rnd.index, LedgerLine()), ledger.total):
-                    line.add(turn.prompt_tokens, turn.completion_tokens, turn.cached, price)
+                known = unique.get(key)
+                if known is None or (known[2].cached and not turn.cached):
+                    unique[key] = (record.society, rnd.index, turn)
+    ledger = Ledger()
+    for society, index, turn in unique.values():
+        who = f"{society}/{turn.agent}"
+        model = (agent_models or {}).get(who) or turn.model
+        price = (prices or {}).get(model) if model else None
+        for line in (ledger.per_agent.setdefault(who, LedgerLine()),
+                     ledger.per_round.setdefault(index, LedgerLine()), ledger.total):
+            line.add(turn.prompt_tokens, turn.completion_tokens, turn.cached, price)
     return ledger

@@ -124,13 +124,18 @@ class RequestLimiter:
         max_concurrent: requests in flight at once.
         requests_per_minute: the request rate limit, or None for none.
         tokens_per_minute: the token rate limit (prompt + completion), or None for none.
+        clock: monotonic time source of the pause and the token bucket (tests pass a fake one).
+        sleep: how to wait for them (tests pass one that advances the fake clock).
 
     Attributes:
         tokens: the tokens-per-minute bucket, if there is a limit.
     """
 
     def __init__(self, max_concurrent: int, requests_per_minute: int | None = None,
-                 tokens_per_minute: int | None = None) -> None:
+                 tokens_per_minute: int | None = None, clock: Clock = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self._clock = clock
+        self._sleep = sleep
         self._slots = asyncio.Semaphore(max_concurrent)
         self._throttler: Any = None
         if requests_per_minute is not None:
@@ -140,12 +145,22 @@ class RequestLimiter:
             # The throttler polls; a twentieth of the spacing keeps it precise but not busy.
             self._throttler = Throttler(rate_limit=1, period=period,
                                         retry_interval=min(0.05, period / 20))
-        self.tokens = TokenBucket(tokens_per_minute) if tokens_per_minute else None
-        self._paused_until = 0.0
+        self.tokens = (TokenBucket(tokens_per_minute, clock=clock, sleep=sleep)
+                       if tokens_per_minute else None)
+        self._paused_until = -math.inf
 
     def pause(self, seconds: float) -> None:
-        """Hold back every request of this backend for ``seconds`` (a server's Retry-After)."""
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        """Hold back every request of this backend for ``seconds`` (a server's Retry-After).
+
+        Requests admitted after this wait until the pause ends, whoever was refused. A pause
+        only ever grows: a later, shorter Retry-After does not end a longer one early.
+        """
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0 when there is none)."""
+        return max(self._paused_until - self._clock(), 0.0)
 
     @asynccontextmanager
     async def admit(self, estimate: int) -> AsyncIterator[Ticket]:
@@ -157,8 +172,8 @@ class RequestLimiter:
         """
         ticket = Ticket(estimate)
         async with self._slots:
-            while (wait := self._paused_until - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
+            while (wait := self._paused_until - self._clock()) > 0:
+                await self._sleep(wait)  # re-checked: the pause may have grown meanwhile
             if self._throttler is not None:
                 await self._throttler.acquire()
             if self.tokens is not None:
