@@ -17,136 +17,20 @@ from dataclasses import dataclass
 from itertools import pairwise
 from statistics import fmean
 
-from pydantic import BaseModel, ConfigDict
-
-from societies.ledger import Ledger
 from societies.records import Turn, UnitRecord
+from societies.summary import (
+    BEHAVIOURS,
+    SPLIT_KEYS,
+    SUMMARY_SCHEMA_VERSION,
+    GroupMetrics,
+    ReplyCounts,
+    RoundMetrics,
+    Summary,
+)
 
-SUMMARY_SCHEMA_VERSION = 2  # 2: answered-only consensus, truncation, reply counts
-BEHAVIOURS = ("stable_correct", "stable_wrong", "correcting", "degrading", "wavering")
-SPLIT_KEYS = ("tt", "tf", "ft", "ff")
-
-
-class RoundMetrics(BaseModel):
-    """Metrics of one round over the units of one group that have this round.
-
-    Definitions (rates are fractions in [0, 1]; None where undefined):
-        accuracy_per_agent: per agent, the mean of ``correct`` over units.
-        mean_accuracy: the mean of ``correct`` over all agents' turns (= mean of the above).
-        majority_accuracy: fraction of units whose majority answer (``majority_answer``) exists
-            and is correct, i.e. some agent whose answer equals it has correct=True.
-        n_clusters: mean number of distinct answers among agents (None is one cluster).
-        plurality_share: mean of ``max count / n_agents`` (None counts as an answer here).
-        answered_rate: fraction of turns with an answer (not None, no error); with
-            parse_failure_rate and error_rate it sums to 1.
-        n_units_answered: units in which at least one agent answered: the base of the two
-            answered-only means below (units where nobody answered are left out of them, and
-            show up as a low answered_rate instead).
-        n_clusters_answered: mean over those units of the number of distinct answers among the
-            agents that answered; None when no unit has an answer.
-        plurality_share_answered: mean over those units of ``max count / agents that
-            answered``; None when no unit has an answer. Three unparseable replies give
-            n_clusters 1 and plurality_share 1.0 but no answered-only value at all.
-        conformity (k ≥ 1): over agent-steps (unit, agent, k) whose unit had a majority at k−1,
-            the fraction whose answer at k equals that majority; None in round 0 or when no
-            unit had a majority at k−1.
-        conformity_split: the conforming agent-steps split by the agent's correctness at
-            k−1 → k ("tt", "tf", "ft", "ff"), each as a fraction of all agent-steps counted by
-            conformity, so the four sum to the conformity rate; {} when conformity is None.
-        strict_conformity (k ≥ 1): among those agent-steps whose answer at k−1 differed from the
-            majority of k−1 (minority holders, None included), the fraction whose answer at k
-            equals that majority; None when there are no such steps.
-        answer_change_rate (k ≥ 1): fraction of agent-steps whose answer differs from the same
-            agent's answer at k−1 (None compared as a value); None in round 0.
-        parse_failure_rate: fraction of turns with answer None and no error (truncated ones
-            included).
-        error_rate: fraction of turns with an error (a missing turn counts as one).
-        truncated_rate: fraction of turns cut at max_tokens (``finish_reason == "length"``, no
-            error), whether an answer was read from them or not.
-        truncated_answered_rate: fraction of turns cut at max_tokens from which an answer was
-            still read; such answers are suspect (often a number from the middle of a
-            calculation). truncated_rate − truncated_answered_rate is the truncated share of
-            parse_failure_rate.
-        parse_failure_rate_untruncated: among turns that ended on their own (no error, not
-            truncated), the fraction with no answer: how often the parser fails on complete
-            replies. None when there are no such turns.
-        The three truncation rates are None when the group holds schema-1 records.
-        prompt_tokens, completion_tokens: sums over units and agents.
-        tokens_per_agent: agent → {"prompt": sum, "completion": sum} over units.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    index: int
-    n_units: int
-    accuracy_per_agent: dict[str, float]
-    mean_accuracy: float
-    majority_accuracy: float
-    n_clusters: float
-    plurality_share: float
-    conformity: float | None
-    conformity_split: dict[str, float]
-    strict_conformity: float | None
-    answer_change_rate: float | None
-    parse_failure_rate: float
-    error_rate: float
-    answered_rate: float
-    n_units_answered: int
-    n_clusters_answered: float | None
-    plurality_share_answered: float | None
-    truncated_rate: float | None
-    truncated_answered_rate: float | None
-    parse_failure_rate_untruncated: float | None
-    prompt_tokens: int
-    completion_tokens: int
-    tokens_per_agent: dict[str, dict[str, int]]
-
-
-class ReplyCounts(BaseModel):
-    """The turns of a group's scored units over all rounds, counted by what became of them.
-
-    ``answered + no_answer + errors == turns`` (a missing turn is an error); ``no_answer`` counts
-    parse failures, truncated ones included. ``truncated`` counts turns cut at max_tokens, of
-    which ``truncated_answered`` still yielded a (suspect) answer; both are None when the group
-    holds schema-1 records, which did not record why a reply ended.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    turns: int
-    answered: int
-    no_answer: int
-    errors: int
-    truncated: int | None
-    truncated_answered: int | None
-
-
-class GroupMetrics(BaseModel):
-    """Metrics of one (society, strategy) group.
-
-    ``n_units`` counts the units scored (status "ok"); ``failed_units`` the units left out.
-    ``retries`` sums ``Turn.retries`` over all units, failed ones included (it measures cost).
-    ``behaviours`` maps each of ``BEHAVIOURS`` to its share of scored units ({} if none).
-    ``replies`` counts the scored units' turns by outcome (see ReplyCounts).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    society: str
-    strategy: str
-    n_units: int
-    failed_units: int
-    retries: int
-    rounds: list[RoundMetrics]
-    behaviours: dict[str, float]
-    replies: ReplyCounts
-
-
-class Summary(BaseModel):
-    """All groups of a run, sorted by (society, strategy); saved as summary.json."""
-
-    model_config = ConfigDict(extra="forbid")
-    schema_version: int = SUMMARY_SCHEMA_VERSION
-    groups: list[GroupMetrics]
-    ledger: Ledger | None = None
-
+__all__ = ["BEHAVIOURS", "SPLIT_KEYS", "SUMMARY_SCHEMA_VERSION", "GroupMetrics", "ReplyCounts",
+           "RoundMetrics", "Summary", "behaviour", "group_metrics", "majority_answer",
+           "summarize"]
 
 @dataclass(frozen=True)
 class _Cell:
