@@ -34,6 +34,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None],
     return report
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector,
+                               ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """In CI, a test module skipped whole at import (``importorskip``) fails collection too.
+
+    Such a skip hides every test in the module before any ``real`` mark can be seen.
+    """
+    report = yield
+    if report.skipped and _in_ci() and isinstance(collector, pytest.Module):
+        reason = (report.longrepr[2] if isinstance(report.longrepr, tuple)
+                  else str(report.longrepr))
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: test module {collector.nodeid} was skipped whole: {reason}"
+    return report
+
+
 @pytest.fixture(autouse=True)
 def _private_call_cache(tmp_path_factory: pytest.TempPathFactory,
                         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,3 +87,15 @@ def test_with_ci_true_tests_not_marked_real_still_skip(
     result = project.runpytest("-k", "not_real")
     result.assert_outcomes(skipped=1)
     assert result.ret == pytest.ExitCode.OK
+
+
+def test_with_ci_true_a_module_skipped_at_import_fails_collection(
+        project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    project.makepyfile(test_gone='import pytest\npytest.importorskip("no_such_module_x")\n'
+                                 'def test_never_seen():\n    pass\n')
+    monkeypatch.setenv("CI", "true")
+    result = project.runpytest("test_gone.py")
+    result.stdout.fnmatch_lines(["*CI=true: test module test_gone.py was skipped whole*"])
+    assert result.ret != pytest.ExitCode.OK
+    monkeypatch.delenv("CI")
+    assert project.runpytest("test_gone.py").ret == pytest.ExitCode.NO_TESTS_COLLECTED
