@@ -19,9 +19,9 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from societies.backends.base import ChatBackend, Message, Reply, Settings
+from societies.backends.base import BackendError, ChatBackend, Message, Reply, Settings
 from societies.backends.registry import ModelSpec
-from societies.ensembles.base import Method, TokenBackend
+from societies.ensembles.base import Method, TokenBackend, blame
 from societies.ensembles.decode import decode, make_picker
 from societies.errors import ConfigError
 
@@ -133,14 +133,46 @@ def member_backend(spec: ModelSpec, n_ctx: int) -> TokenBackend:
                       f"not {spec.backend!r}")
 
 
-def vocab_size(spec: ModelSpec) -> int | None:
-    """A member's vocabulary size from its file header, without loading it (None: unknown)."""
-    if spec.backend != "llamacpp":
-        return None
-    from societies.backends.bundled import resolve_model_path
-    from societies.ensembles.llama_tokens import gguf_vocab_size
+def member_identity(name: str, spec: ModelSpec, resolver: Any) -> str:
+    """What pins one member's replies.
 
-    return gguf_vocab_size(resolve_model_path(spec.options.path))  # type: ignore[attr-defined]
+    A llama.cpp member's is the identity of the file it actually loads (after ``requantize``),
+    from the one function every llama.cpp backend uses; it equals the ``llamacpp`` chat
+    backend's for the same spec. Other members take their chat backend's identity (the
+    transformers token backend loads through that backend and shares it).
+    """
+    if spec.backend == "llamacpp":
+        from societies.ensembles.llama_tokens import spec_identity
+
+        return spec_identity(spec)
+    return str(resolver.chat(name).identity)
+
+
+def check_same_vocabulary(method: str, names: Sequence[str], specs: Sequence[ModelSpec]) -> None:
+    """Refuse llama.cpp members whose vocabularies differ, without loading their weights.
+
+    Sizes come from the file headers; equal sizes are then compared as the map token id ->
+    bytes (a vocabulary-only load, hashed). Members of other backends are checked when they
+    load (``prepare`` of the method compares the same hash).
+    """
+    from societies.ensembles.gguf_file import gguf_vocab_size, gguf_vocabulary_digest
+    from societies.ensembles.llama_tokens import spec_file
+
+    files = [(n, spec_file(s)) for n, s in zip(names, specs, strict=True)
+             if s.backend == "llamacpp"]
+    if len(files) < 2:
+        return
+    sizes = [(n, gguf_vocab_size(f)) for n, f in files]
+    if len({v for _, v in sizes}) > 1:
+        (n0, v0), (n1, v1) = sizes[0], next(x for x in sizes if x[1] != sizes[0][1])
+        raise ConfigError(f"{method} needs members with the same vocabulary; "
+                          f"{n0} has {v0} tokens, {n1} {v1}")
+    digests = [(n, gguf_vocabulary_digest(f)) for n, f in files]
+    if len({d for _, d in digests}) > 1:
+        (n0, d0), (n1, d1) = digests[0], next(x for x in digests if x[1] != digests[0][1])
+        raise ConfigError(f"{method} needs members with the same vocabulary; {n0} and {n1} "
+                          f"both have {sizes[0][1]} tokens but spell them differently "
+                          f"(vocabulary hashes {d0[:12]}, {d1[:12]})")
 
 
 class EnsembleBackend(ChatBackend):
@@ -162,11 +194,22 @@ class EnsembleBackend(ChatBackend):
         return self._identity
 
     def members(self) -> list[TokenBackend]:
-        """The members' token backends (loaded, and the method prepared, on first use)."""
+        """The members' token backends (loaded, and the method prepared, on first use).
+
+        Raises:
+            MemberError: a member could not load (the error names it).
+        """
         if self._members is None:
-            members = [member_backend(s, self.options.n_ctx) for s in self.specs]
-            method = build_method(self.options)
-            method.prepare(members)
+            members: list[TokenBackend] = []
+            try:
+                for name, spec in zip(self.options.members, self.specs, strict=True):
+                    with blame(name):
+                        members.append(member_backend(spec, self.options.n_ctx))
+                method = build_method(self.options)
+                method.prepare(members)
+            except BaseException:
+                _close(members)  # the ones that did load: the next call starts over
+                raise
             self._members, self._method = members, method
         return self._members
 
@@ -174,24 +217,38 @@ class EnsembleBackend(ChatBackend):
         return await asyncio.to_thread(self._generate, messages, settings)
 
     def _generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        names = self.options.members
         with self._lock:
-            members = self.members()
-            assert self._method is not None
-            stops = {*settings.stop, *(s for m in members for s in m.stop_strings)}
-            result = decode(members, self._method, [m.format_prompt(messages) for m in members],
-                            make_picker(settings.temperature, settings.top_p, seed=settings.seed),
-                            settings.max_tokens, sorted(stops))
+            # Whatever breaks inside a call fails this call (the engine fails the unit and a
+            # re-run redoes it), never the run: every error leaves as a BackendError.
+            try:
+                members = self.members()
+                assert self._method is not None
+                stops = {*settings.stop, *(s for m in members for s in m.stop_strings)}
+                result = decode(members, self._method,
+                                [m.format_prompt(messages) for m in members],
+                                make_picker(settings), settings.max_tokens, sorted(stops),
+                                names=names)
+            except BackendError:
+                raise
+            except Exception as err:
+                raise BackendError(f"ensemble {self.options.method} of {', '.join(names)}: "
+                                   f"{type(err).__name__}: {err}") from err
         return Reply(text=result.text.strip(),
                      prompt_tokens=result.prompt_tokens[self.options.main_index],
                      completion_tokens=len(result.pieces), finish_reason=result.finish_reason,
                      extra=result.info)
 
     async def aclose(self) -> None:
-        for member in self._members or []:
-            close = getattr(member, "close", None)
-            if close is not None:
-                close()
+        _close(self._members or [])
         self._members = self._method = None
+
+
+def _close(members: Sequence[TokenBackend]) -> None:
+    for member in members:
+        close = getattr(member, "close", None)
+        if close is not None:
+            close()
 
 
 def create(options: Options, resolver: Any) -> EnsembleBackend:
@@ -205,13 +262,11 @@ def create(options: Options, resolver: Any) -> EnsembleBackend:
             raise ConfigError(f"ensemble member {name!r}: backend {spec.backend!r} has no "
                               "token-level access; use a llamacpp or transformers model")
     if options.method in SAME_VOCAB:
-        sizes = [vocab_size(s) for s in specs]
-        known = [(n, v) for n, v in zip(options.members, sizes, strict=True) if v is not None]
-        if len({v for _, v in known}) > 1:
-            (n0, v0), (n1, v1) = known[0], next(x for x in known if x[1] != known[0][1])
-            raise ConfigError(f"{options.method} needs members with the same vocabulary; "
-                              f"{n0} has {v0} tokens, {n1} {v1}")
-    pinned = [resolver.chat(name).identity for name in options.members]
+        check_same_vocabulary(options.method, options.members, specs)
+    # The members' own identities: what they load, not what a chat backend of the same name
+    # would (the two agree by construction: one identity function, one file rule).
+    pinned = [member_identity(n, s, resolver) for n, s in zip(options.members, specs,
+                                                                strict=True)]
     settings = options.model_dump(mode="json", exclude={"members", "n_ctx"})
     digest = hashlib.sha256(json.dumps([settings, pinned], sort_keys=True).encode()).hexdigest()
     return EnsembleBackend(options, specs, f"ensemble:{options.method}:{digest[:16]}")

@@ -166,12 +166,21 @@ def load_head(path: str | Path, base: str | None = None) -> tuple[DeferralHead, 
     path, meta_path = Path(path), Path(f"{path}.json")
     if not path.is_file() or not meta_path.is_file():
         raise UserError(f"co_llm head not found: {path} (and {meta_path.name}) must both exist")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        dim = int(meta["dim"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"co_llm head metadata {meta_path} is unreadable: {err}") from None
     if base is not None and meta.get("base") != base:
         raise UserError(f"co_llm head {path} was trained for base model {meta.get('base')}, "
                         f"not {base}; train one with python -m societies.ensembles.train_co_llm")
-    head = DeferralHead(int(meta["dim"]))
-    head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    head = DeferralHead(dim)
+    try:
+        head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as err:  # torch raises several types for a bad file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"co_llm head {path} does not hold a head of size {dim} as its "
+                        f"metadata says: {first}") from None
     head.eval()
     return head, meta
 
@@ -227,6 +236,11 @@ class CoLLM(Method):
         base, asst = members
         self._shared = (base.vocab_size == asst.vocab_size
                         and base.vocabulary() == asst.vocabulary())
+
+    def start(self, members: Sequence[TokenBackend]) -> None:
+        """Tell a hidden-state reader that a new prompt begins (it reuses only prompt KV)."""
+        if (begin := getattr(self.base_state, "start", None)) is not None:
+            begin(members[0].tokens)
 
     def step(self, members: Sequence[TokenBackend], logprobs: Sequence[np.ndarray],
              pick: Picker) -> Piece:

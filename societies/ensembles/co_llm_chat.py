@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from societies.backends.base import ChatBackend, Message, Reply, Settings
+from societies.backends.base import BackendError, ChatBackend, Message, Reply, Settings
 from societies.backends.registry import ModelSpec
-from societies.ensembles.base import Method, TokenBackend
+from societies.ensembles.base import Method, TokenBackend, reusable_prefix
 from societies.errors import ConfigError, MissingDependency
 
 
@@ -45,14 +45,16 @@ class LlamaHiddenStates:
     the same argmax: heads trained on batches work on single tokens.
 
     Args:
-        path: the base model's GGUF file.
+        path: the base model's GGUF file, the one its token backend loads
+            (:func:`~societies.ensembles.llama_tokens.spec_file`).
         n_ctx: context length.
         n_threads: CPU threads (half the cores when None).
         hidden: False gives logits only (hidden states come back empty), for teacher forcing.
+        flash_attn: as the base model's spec says.
     """
 
     def __init__(self, path: str | Path, n_ctx: int = 2048, n_threads: int | None = None,
-                 hidden: bool = True) -> None:
+                 hidden: bool = True, flash_attn: bool = False) -> None:
         import llama_cpp
 
         from societies.backends.bundled import resolve_model_path
@@ -64,10 +66,13 @@ class LlamaHiddenStates:
             self.llm: Any = llama_cpp.Llama(
                 model_path=str(resolve_model_path(str(path))), n_ctx=n_ctx, n_batch=512,
                 n_threads=threads, n_threads_batch=threads, embedding=hidden,
-                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE, verbose=False)
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE, flash_attn=flash_attn,
+                verbose=False)
         self.dim, self.n_vocab = int(self.llm.n_embd()), int(self.llm.n_vocab())
         self.hidden = hidden
-        self._tokens: list[int] = []
+        self._tokens: list[int] = []  # what the KV cache holds
+        self._prompt: list[int] = []  # the prompt of the current call (see start)
+        self._limit: int | None = None  # reuse cap for the first evaluation of a call
 
     def _eval(self, tokens: Sequence[int], start: int, keep_from: int = 0,
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -78,8 +83,13 @@ class LlamaHiddenStates:
         ctx = self.llm._ctx
         ctx.kv_cache_seq_rm(-1, start, -1)
         hidden, logits = [], []
-        for i in range(0, len(tokens), self.llm.n_batch):
-            chunk = list(tokens[i:i + self.llm.n_batch])
+        step = self.llm.n_batch
+        starts = list(range(0, len(tokens), step))
+        if len(tokens) > step and len(tokens) % step == 1:
+            # No chunk of one token after others: one-token steps round differently.
+            starts = [0, *range(step - 1, len(tokens), step)]
+        for i, end in zip(starts, [*starts[1:], len(tokens)], strict=True):
+            chunk = list(tokens[i:end])
             first = max(0, keep_from - i)
             # Embedding mode outputs every position anyway; otherwise only the kept ones pay
             # for the output layer (262k rows for Gemma).
@@ -114,9 +124,19 @@ class LlamaHiddenStates:
         self._tokens = list(tokens)
         return hidden, logits
 
+    def start(self, prompt: Sequence[int]) -> None:
+        """A call begins with ``prompt``: its first evaluation reuses only the KV of the
+        previous prompt's prefix, never of tokens generated after it (those were computed one
+        per step, which rounds differently: a reply would depend on the call before)."""
+        self._limit = reusable_prefix(self._prompt, prompt, len(self._tokens))
+        self._prompt = list(prompt)
+
     def last(self, tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Hidden state and next-token log-probabilities after ``tokens`` (prefix reused)."""
-        common = self._common(tokens, len(tokens) - 1)  # the last position is evaluated anew
+        limit = len(tokens) - 1  # the last position is evaluated anew
+        if self._limit is not None:
+            limit, self._limit = min(limit, self._limit), None
+        common = self._common(tokens, limit)
         hidden, logits = self._eval(tokens[common:], common, len(tokens) - common - 1)
         self._tokens = list(tokens)
         z = logits[-1].astype(np.float64)
@@ -134,8 +154,12 @@ class LlamaHiddenStates:
 
 def build(base: ModelSpec, assistant: ModelSpec, head_path: str, threshold: float,
           n_ctx: int = 2048, base_identity: str | None = None,
+          names: tuple[str, str] = ("co_llm.base", "co_llm.assistant"),
           ) -> tuple[list[TokenBackend], Method, LlamaHiddenStates | None]:
     """Load the two token backends, the head and the :class:`CoLLM` method.
+
+    A model that cannot load raises a :class:`~societies.ensembles.base.MemberError` with
+    its name from ``names``.
 
     Returns:
         The members ``[base, assistant]`` (the method already prepared for them), the method,
@@ -145,19 +169,31 @@ def build(base: ModelSpec, assistant: ModelSpec, head_path: str, threshold: floa
         from societies.ensembles.co_llm import CoLLM, load_head
     except ImportError:
         raise MissingDependency("co_llm", "ensembles", "torch") from None
-    from societies.ensembles.llama_tokens import from_spec
+    from societies.ensembles.base import blame
+    from societies.ensembles.llama_tokens import from_spec, spec_file
 
     head, meta = load_head(head_path, base=base_identity)
-    members: list[TokenBackend] = [from_spec(base, n_ctx), from_spec(assistant, n_ctx)]
+    members: list[TokenBackend] = []
     reader = None
-    if meta["features"] == "hidden":
-        reader = LlamaHiddenStates(base.options.path, n_ctx,  # type: ignore[attr-defined]
-                                   base.options.n_threads)  # type: ignore[attr-defined]
-        if reader.dim != meta["dim"]:
-            raise ConfigError(f"co_llm head {head_path} expects hidden size {meta['dim']}, "
-                              f"the base model has {reader.dim}")
-    method = CoLLM(head, threshold, meta["features"], reader)
-    method.prepare(members)
+    try:
+        for name, spec in zip(names, (base, assistant), strict=True):
+            with blame(name):
+                members.append(from_spec(spec, n_ctx))
+        if meta["features"] == "hidden":
+            opts: Any = base.options
+            with blame(names[0]):  # the same file and kernel as the base member
+                reader = LlamaHiddenStates(spec_file(base), n_ctx, opts.n_threads,
+                                           flash_attn=opts.flash_attn)
+            if reader.dim != meta["dim"]:
+                raise ConfigError(f"co_llm head {head_path} expects hidden size {meta['dim']}, "
+                                  f"the base model has {reader.dim}")
+        method = CoLLM(head, threshold, meta["features"], reader)
+        method.prepare(members)
+    except BaseException:
+        for loaded in [*members, reader]:
+            if (close := getattr(loaded, "close", None)) is not None:
+                close()
+        raise
     return members, method, reader
 
 
@@ -182,16 +218,24 @@ class CoLLMBackend(ChatBackend):
     def _generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
         from societies.ensembles.decode import decode, make_picker
 
+        o = self.options
+        names = (f"co_llm.base ({o.base})", f"co_llm.assistant ({o.assistant})")
         with self._lock:
-            if self._state is None:
-                o = self.options
-                self._state = build(*self.specs, o.head, o.threshold, o.n_ctx,
-                                    self._base_identity)
-            members, method, _ = self._state
-            stops = {*settings.stop, *(s for m in members for s in m.stop_strings)}
-            result = decode(members, method, [m.format_prompt(messages) for m in members],
-                            make_picker(settings.temperature, settings.top_p, seed=settings.seed),
-                            settings.max_tokens, sorted(stops))
+            # Any failure fails this call (the engine fails the unit), never the run.
+            try:
+                if self._state is None:
+                    self._state = build(*self.specs, o.head, o.threshold, o.n_ctx,
+                                        self._base_identity, names)
+                members, method, _ = self._state
+                stops = {*settings.stop, *(s for m in members for s in m.stop_strings)}
+                result = decode(members, method, [m.format_prompt(messages) for m in members],
+                                make_picker(settings), settings.max_tokens, sorted(stops),
+                                names=names)
+            except BackendError:
+                raise
+            except Exception as err:
+                raise BackendError(f"co_llm of {o.base} and {o.assistant}: "
+                                   f"{type(err).__name__}: {err}") from err
         info = dict(result.info)
         # Per decision, the final stop included ("steps" counts them, pieces do not).
         info["deferral_rate"] = info.get("deferred", 0.0) / max(1.0, info.get("steps", 0.0))
@@ -218,17 +262,24 @@ def create(options: Options, resolver: Any) -> CoLLMBackend:
         if spec.backend != "llamacpp":
             raise ConfigError(f"co_llm.{role}: {name!r} must be a llamacpp model, "
                               f"not {spec.backend!r}")
-    base_identity = resolver.chat(options.base).identity
+    from societies.ensembles.llama_tokens import spec_identity
+
+    # The identities of the files the members load (after requantize): the one function
+    # every llama.cpp backend uses, so a head trained on a converted base says so.
+    base_identity, assistant_identity = spec_identity(specs[0]), spec_identity(specs[1])
     meta_path = Path(f"{options.head}.json")
     if not meta_path.is_file():
         raise ConfigError(f"co_llm.head: {options.head} has no metadata file {meta_path.name}; "
                           "train one with python -m societies.ensembles.train_co_llm")
     try:
-        from societies.ensembles.co_llm import load_head
+        from societies.ensembles.co_llm import TOP_LOGPROBS, load_head
     except ImportError:
         raise MissingDependency("co_llm", "ensembles", "torch") from None
-    load_head(options.head, base=base_identity)  # a head for another base fails here, early
-    pinned = [base_identity, resolver.chat(options.assistant).identity,
+    _, meta = load_head(options.head, base=base_identity)  # another base's head fails here
+    if meta["features"] == "logprobs" and meta["dim"] != TOP_LOGPROBS + 1:
+        raise ConfigError(f"co_llm.head: {options.head} is a logprobs head of size "
+                          f"{meta['dim']}; logprobs heads take {TOP_LOGPROBS + 1} features")
+    pinned = [base_identity, assistant_identity,
               hashlib.sha256(Path(options.head).read_bytes()).hexdigest()[:16],
               f"{options.threshold:g}"]
     digest = hashlib.sha256("|".join(pinned).encode()).hexdigest()[:16]

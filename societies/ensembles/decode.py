@@ -1,9 +1,19 @@
 """The decode loop shared by every token-level method, and the cross-tokenizer hand-off.
 
 One step: every member's next-token distribution -> ``method.step`` (vocabulary alignment and
-the combination rule live in the method) -> a :class:`Picker` (processors, then greedy or
-seeded sampling) -> the chosen :class:`Piece` is handed to every member by :class:`TextSync`
+the combination rule live in the method) -> a :class:`Picker` (greedy, or the chat backends'
+sampler chain) -> the chosen :class:`Piece` is handed to every member by :class:`TextSync`
 -> stopping criteria (EOS, ``max_tokens``, stop strings).
+
+Sampling means what it means on every chat backend (:class:`~societies.backends.base.Settings`):
+temperature 0 is greedy; otherwise top-k (0 = off), top-p (1 = off), min-p (0 = off), then
+temperature and a draw from a numpy generator seeded per call. The draw is
+:func:`societies.backends.sampling.sample` itself, the sampler of ``llamacpp_batch``, so the
+two cannot drift apart.
+
+A failure inside a member (its model, its tokenizer, the hand-off of another member's text)
+is raised as a :class:`~societies.ensembles.base.MemberError` naming the member; a context
+overflow stays what it is.
 """
 
 from __future__ import annotations
@@ -11,68 +21,17 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 
-from societies.ensembles.base import Method, Picker, Piece, TokenBackend
+from societies.backends.base import Settings
+from societies.backends.sampling import sample
+from societies.ensembles.base import Method, Picker, Piece, TokenBackend, blame
 
 _ESCAPE = 0xDC00  # surrogateescape maps an undecodable byte b to chr(0xDC00 + b)
 # Single-byte token of each byte value, per member; building it reads the whole vocabulary.
 _BYTE_IDS: weakref.WeakKeyDictionary[TokenBackend, dict[int, int]] = weakref.WeakKeyDictionary()
-
-
-class LogitsProcessor(Protocol):
-    """Maps a score vector to a new one (never edits its input); -inf removes a candidate."""
-
-    def __call__(self, scores: np.ndarray) -> np.ndarray: ...
-
-
-class Temperature:
-    """Divide scores by ``temperature`` (> 0; greedy decoding is a picker, not a temperature)."""
-
-    def __init__(self, temperature: float) -> None:
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0 (use GreedyPicker for 0), got {temperature}")
-        self.temperature = float(temperature)
-
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
-        return scores / np.float32(self.temperature)
-
-
-class TopK:
-    """Keep the ``k`` highest scores."""
-
-    def __init__(self, k: int) -> None:
-        if k < 1:
-            raise ValueError(f"top_k must be >= 1, got {k}")
-        self.k = int(k)
-
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
-        if self.k >= scores.size:
-            return scores.copy()
-        kept = np.argpartition(scores, -self.k)[-self.k:]
-        out = np.full_like(scores, -np.inf)
-        out[kept] = scores[kept]
-        return out
-
-
-class TopP:
-    """Keep the smallest set of best candidates whose probability mass reaches ``p``."""
-
-    def __init__(self, p: float) -> None:
-        if not 0 < p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {p}")
-        self.p = float(p)
-
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
-        probs = softmax(scores)
-        order = np.argsort(-probs, kind="stable")
-        mass = np.cumsum(probs[order])
-        n_keep = int(np.searchsorted(mass, self.p)) + 1  # the candidate that crosses p stays
-        out = np.full_like(scores, -np.inf)
-        out[order[:n_keep]] = scores[order[:n_keep]]
-        return out
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -90,35 +49,44 @@ class GreedyPicker(Picker):
 
 
 class SamplingPicker(Picker):
-    """Apply ``processors`` in order, then sample with a seeded numpy generator.
+    """The chat backends' sampler: top-k, top-p, min-p, temperature, then a seeded draw.
 
     Args:
-        processors: e.g. ``[Temperature(0.7), TopK(40), TopP(0.9)]``.
+        temperature: > 0 (temperature 0 is :class:`GreedyPicker`).
+        top_k: keep the ``top_k`` best candidates (0 = off).
+        top_p: keep the fewest best candidates whose probability reaches ``top_p`` (1 = off).
+        min_p: drop candidates below ``min_p`` times the best one's probability (0 = off).
         seed: the generator's seed; one picker per call keeps reruns exact.
+
+    The filters see the scores before temperature, as llama.cpp's chain does.
     """
 
-    def __init__(self, processors: Sequence[LogitsProcessor], seed: int | None = None) -> None:
-        self.processors = tuple(processors)
+    def __init__(self, temperature: float, top_k: int = 0, top_p: float = 1.0,
+                 min_p: float = 0.0, seed: int | None = None) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (use GreedyPicker for 0), got {temperature}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if not 0 <= min_p <= 1:
+            raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+        # Exactly these keys: sample() leaves every penalty off unless asked.
+        self.params: dict[str, Any] = {"temp": float(temperature), "top_k": int(top_k),
+                                       "top_p": float(top_p), "min_p": float(min_p)}
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, logprobs: np.ndarray) -> int:
-        scores = np.asarray(logprobs, dtype=np.float32)
-        for process in self.processors:
-            scores = process(scores)
-        return int(self.rng.choice(scores.size, p=softmax(scores)))
+        # sample() may edit its input (penalties); methods share theirs, so give it a copy.
+        return sample(np.array(logprobs), (), self.params, self.rng)
 
 
-def make_picker(temperature: float, top_p: float = 1.0, top_k: int | None = None,
-                seed: int | None = None) -> Picker:
-    """Greedy for temperature 0, else seeded sampling after temperature, top-k and top-p."""
-    if temperature == 0:
+def make_picker(settings: Settings) -> Picker:
+    """The picker for one call's settings: greedy at temperature 0, else the sampler chain."""
+    if settings.temperature == 0:
         return GreedyPicker()
-    processors: list[LogitsProcessor] = [Temperature(temperature)]
-    if top_k is not None:
-        processors.append(TopK(top_k))
-    if top_p < 1:
-        processors.append(TopP(top_p))
-    return SamplingPicker(processors, seed)
+    return SamplingPicker(settings.temperature, settings.top_k, settings.top_p,
+                          settings.min_p, settings.seed)
 
 
 class TextSync:
@@ -136,12 +104,15 @@ class TextSync:
         members: the members, already holding their prompts (``reset`` done).
         tail_tokens: how many trailing tokens stay re-tokenizable (merges like "hel"+"lo"
             reach back at most a few tokens; a longer tail costs tokenizer time only).
+        names: the members' names for errors (default: their identities).
     """
 
-    def __init__(self, members: Sequence[TokenBackend], tail_tokens: int = 4) -> None:
+    def __init__(self, members: Sequence[TokenBackend], tail_tokens: int = 4,
+                 names: Sequence[str] | None = None) -> None:
         if tail_tokens < 1:
             raise ValueError(f"tail_tokens must be >= 1, got {tail_tokens}")
         self.members = list(members)
+        self.names = list(names) if names is not None else [m.identity for m in members]
         self.tail_tokens = tail_tokens
         self.emitted = bytearray()
         self.prompt_lengths = [len(m.tokens) for m in members]
@@ -161,12 +132,13 @@ class TextSync:
         for i, member in enumerate(self.members):
             shares = (piece.source is not None and piece.token is not None
                       and self._vocab_group[i] == self._vocab_group[piece.source])
-            if shares:
-                assert piece.token is not None
-                member.append([piece.token])
-            elif piece.text:
-                self._retokenize(i)
-            self._advance_boundary(i)
+            with blame(self.names[i]):
+                if shares:
+                    assert piece.token is not None
+                    member.append([piece.token])
+                elif piece.text:
+                    self._retokenize(i)
+                self._advance_boundary(i)
 
     def generated(self, i: int) -> list[int]:
         """Member ``i``'s tokens after its prompt."""
@@ -210,8 +182,8 @@ class TextSync:
             _BYTE_IDS[member] = ids
         table = _BYTE_IDS[member]
         if byte not in table:
-            raise ValueError(f"member {i} ({self.members[i].identity}) has no token for byte "
-                             f"0x{byte:02x}; it cannot follow text another member produced")
+            raise ValueError(f"no token for byte 0x{byte:02x}: it cannot follow the text "
+                             "another member wrote")
         return table[byte]
 
     def _advance_boundary(self, i: int) -> None:
@@ -237,8 +209,10 @@ class LazyLogprobs(Sequence[np.ndarray]):
     pending tokens are then evaluated later in one batch.
     """
 
-    def __init__(self, members: Sequence[TokenBackend]) -> None:
+    def __init__(self, members: Sequence[TokenBackend],
+                 names: Sequence[str] | None = None) -> None:
         self._members = members
+        self._names = list(names) if names is not None else [m.identity for m in members]
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -247,7 +221,8 @@ class LazyLogprobs(Sequence[np.ndarray]):
     def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
         i = range(len(self._members))[i]
         if i not in self._cache:
-            self._cache[i] = self._members[i].next_logprobs()
+            with blame(self._names[i]):
+                self._cache[i] = self._members[i].next_logprobs()
         return self._cache[i]
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -277,11 +252,12 @@ class DecodeResult:
 
 def decode(members: Sequence[TokenBackend], method: Method, prompts: Sequence[str],
            picker: Picker, max_tokens: int, stop: Sequence[str] = (),
-           tail_tokens: int = 4) -> DecodeResult:
+           tail_tokens: int = 4, names: Sequence[str] | None = None) -> DecodeResult:
     """Generate one completion with ``members`` combined by ``method``.
 
     ``method.prepare`` must have been called for these members. ``prompts`` holds each
-    member's prompt text (as rendered by its own ``format_prompt``).
+    member's prompt text (as rendered by its own ``format_prompt``). ``names`` name the
+    members in errors (default: their identities).
     """
     if len(prompts) != len(members):
         raise ValueError(f"{len(members)} members but {len(prompts)} prompts")
@@ -289,15 +265,20 @@ def decode(members: Sequence[TokenBackend], method: Method, prompts: Sequence[st
         raise ValueError("a backend object appears twice among members; give each its own")
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-    for member, prompt in zip(members, prompts, strict=True):
-        member.reset(member.tokenize(prompt, add_special=True))
-    sync = TextSync(members, tail_tokens)
+    names = list(names) if names is not None else [m.identity for m in members]
+    if len(names) != len(members):
+        raise ValueError(f"{len(members)} members but {len(names)} names")
+    for member, prompt, name in zip(members, prompts, names, strict=True):
+        with blame(name):
+            member.reset(member.tokenize(prompt, add_special=True))
+    method.start(members)
+    sync = TextSync(members, tail_tokens, names)
     stops = [s.encode("utf-8") for s in stop if s]
     pieces: list[Piece] = []
     info: dict[str, float] = {}
     finish, cut = "length", None
     while len(pieces) < max_tokens:
-        piece = method.step(members, LazyLogprobs(members), picker)
+        piece = method.step(members, LazyLogprobs(members, names), picker)
         for key, value in piece.info.items():
             info[key] = info.get(key, 0.0) + value
         if piece.eos or (piece.source is not None and piece.token is not None

@@ -16,7 +16,7 @@ import numpy as np
 
 from societies.backends.base import ContextOverflowError, Message
 from societies.backends.llamacpp import PLAIN_STOPS, plain_prompt
-from societies.ensembles.base import TokenBackend
+from societies.ensembles.base import TokenBackend, reusable_prefix
 from societies.errors import ConfigError
 
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -86,6 +86,7 @@ class HFTokenBackend(TokenBackend):
         self._identity = f"transformers-tokens:{name}:{prompt_format}"
         self._pieces = token_byte_table(tokenizer, self._n_vocab)
         self._tokens: list[int] = []
+        self._prompt: list[int] = []  # the tokens of the last reset
         self._n_eval = 0  # tokens whose keys/values are in the cache
         self._cache: Any = None
         self._logits: Any = None  # logits at position _n_eval - 1, None if stale
@@ -138,13 +139,10 @@ class HFTokenBackend(TokenBackend):
         return list(self._tokens)
 
     def reset(self, tokens: Sequence[int]) -> None:
-        common = 0
-        for old, new in zip(self._tokens, tokens, strict=False):
-            if old != new:
-                break
-            common += 1
-        self.truncate(common)
-        self.append(tokens[common:])
+        keep = reusable_prefix(self._prompt, tokens, self._n_eval)
+        self.truncate(keep)
+        self.append(tokens[keep:])
+        self._prompt = list(tokens)
 
     def append(self, tokens: Sequence[int]) -> None:
         if len(self._tokens) + len(tokens) > self.n_ctx:

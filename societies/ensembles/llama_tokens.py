@@ -2,17 +2,15 @@
 
 Only the last position's logits are kept (``logits_all=False``). Appended tokens are evaluated
 when ``next_logprobs`` is next asked for, so a truncate-then-append hand-off costs one batch,
-and after a bare ``truncate`` only the new last token is re-evaluated.
+and after a bare ``truncate`` only the new last token is re-evaluated. A new prompt keeps only
+the KV of what it shares with the previous *prompt* (:func:`~societies.ensembles.base.
+reusable_prefix`), so a reply never depends on the calls before it.
 """
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
-import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,113 +18,19 @@ import numpy as np
 
 from societies.backends.base import ContextOverflowError, Message
 from societies.backends.bundled import resolve_model_path
-from societies.backends.llamacpp import LOAD_LOCK, PLAIN_STOPS, file_identity, plain_prompt
-from societies.ensembles.base import TokenBackend
+from societies.backends.identity import gguf_identity
+from societies.backends.llamacpp import LOAD_LOCK, PLAIN_STOPS, model_file, plain_prompt
+from societies.ensembles.base import TokenBackend, reusable_prefix
+from societies.ensembles.gguf_file import (
+    TOKEN_TYPE_CONTROL,
+    TOKEN_TYPE_USER_DEFINED,
+    gguf_embeddings,
+    read_gguf_header,
+    token_piece,
+)
 from societies.errors import ConfigError
 
 PromptFormat = Literal["chat", "plain"]
-
-# GGUF value types -> struct format of one scalar (8 = string and 9 = array are handled apart).
-_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
-            12: "d"}
-_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED = 3, 4
-
-
-@dataclass
-class GGUFHeader:
-    """What the GGUF header says, read without loading weights or decoding the vocabulary.
-
-    Attributes:
-        values: scalar and string metadata by key.
-        array_lengths: element count of every array-valued key (``tokenizer.ggml.tokens``...).
-        token_types: ``tokenizer.ggml.token_type`` as an int array, if present.
-        tensors: name -> (shape as ``ne0, ne1, ...``, ggml type, offset from ``data_offset``).
-        data_offset: file offset where tensor data starts.
-    """
-
-    values: dict[str, Any] = field(default_factory=dict)
-    array_lengths: dict[str, int] = field(default_factory=dict)
-    token_types: np.ndarray | None = None
-    tensors: dict[str, tuple[tuple[int, ...], int, int]] = field(default_factory=dict)
-    data_offset: int = 0
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of tokens in the vocabulary."""
-        return self.array_lengths.get("tokenizer.ggml.tokens", 0)
-
-
-def read_gguf_header(path: str | Path) -> GGUFHeader:
-    """Parse a GGUF header in a fraction of a second (``gguf.GGUFReader`` takes ~30 s on a
-    262k vocabulary because it builds an object per token string)."""
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if buf[:4] != b"GGUF":
-            raise ConfigError(f"not a GGUF file: {path}")
-        pos = 8
-        n_tensors, n_kv = struct.unpack_from("<QQ", buf, pos)
-        pos += 16
-        header = GGUFHeader()
-
-        def string(at: int) -> tuple[str, int]:
-            (n,) = struct.unpack_from("<Q", buf, at)
-            return buf[at + 8:at + 8 + n].decode("utf-8", "replace"), at + 8 + n
-
-        for _ in range(n_kv):
-            key, pos = string(pos)
-            (vtype,) = struct.unpack_from("<I", buf, pos)
-            pos += 4
-            if vtype == 8:
-                header.values[key], pos = string(pos)
-            elif vtype == 9:
-                etype, count = struct.unpack_from("<IQ", buf, pos)
-                pos += 12
-                header.array_lengths[key] = count
-                if etype == 8:  # skip strings one by one: their lengths vary
-                    for _ in range(count):
-                        (n,) = struct.unpack_from("<Q", buf, pos)
-                        pos += 8 + n
-                else:
-                    size = struct.calcsize(_SCALARS[etype])
-                    if key == "tokenizer.ggml.token_type":
-                        header.token_types = np.frombuffer(
-                            buf[pos:pos + size * count], dtype=f"<{_SCALARS[etype]}").copy()
-                    pos += size * count
-            else:
-                fmt = "<" + _SCALARS[vtype]
-                (header.values[key],) = struct.unpack_from(fmt, buf, pos)
-                pos += struct.calcsize(fmt)
-        for _ in range(n_tensors):
-            name, pos = string(pos)
-            (n_dims,) = struct.unpack_from("<I", buf, pos)
-            dims = struct.unpack_from(f"<{n_dims}Q", buf, pos + 4)
-            ttype, offset = struct.unpack_from("<IQ", buf, pos + 4 + 8 * n_dims)
-            pos += 4 + 8 * n_dims + 12
-            header.tensors[name] = (tuple(int(d) for d in dims), int(ttype), int(offset))
-        align = int(header.values.get("general.alignment", 32))
-        header.data_offset = (pos + align - 1) // align * align
-    return header
-
-
-def gguf_vocab_size(path: str | Path) -> int:
-    """Vocabulary size of a GGUF model (from the header only)."""
-    return read_gguf_header(path).vocab_size
-
-
-def gguf_embeddings(path: str | Path) -> np.ndarray:
-    """``token_embd.weight`` of a GGUF model, dequantized to float32 ``[vocab, dim]``."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-    from gguf.quants import dequantize
-
-    header = read_gguf_header(path)
-    if "token_embd.weight" not in header.tensors:
-        raise ConfigError(f"{Path(path).name} has no token_embd.weight tensor")
-    (dim, vocab), ttype, offset = header.tensors["token_embd.weight"]
-    qtype = GGMLQuantizationType(ttype)
-    block, type_size = GGML_QUANT_SIZES[qtype]
-    row_bytes = dim // block * type_size
-    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=header.data_offset + offset,
-                    shape=(vocab, row_bytes))
-    return np.ascontiguousarray(dequantize(np.asarray(raw), qtype), dtype=np.float32)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -139,17 +43,21 @@ class LlamaTokenBackend(TokenBackend):
     """One GGUF model stepped token by token through llama-cpp-python.
 
     Args:
-        path: GGUF file or ``bundled:NAME``.
+        path: GGUF file or ``bundled:NAME`` (loaded as is: :func:`from_spec` applies a spec's
+            ``requantize`` by passing the converted file).
         n_ctx: context length of the KV cache.
         n_threads: CPU threads for single tokens and batches (half the cores when None).
         prompt_format: ``chat`` renders the GGUF's chat template, ``plain`` a transcript.
         n_batch: prompt evaluation batch size.
+        flash_attn: llama.cpp's fused attention kernel (it rounds differently, so it is part
+            of the identity).
 
     Not thread-safe: one caller at a time (the ensemble chat backend holds a lock).
     """
 
     def __init__(self, path: str | Path, n_ctx: int = 2048, n_threads: int | None = None,
-                 prompt_format: PromptFormat = "chat", n_batch: int = 512) -> None:
+                 prompt_format: PromptFormat = "chat", n_batch: int = 512,
+                 flash_attn: bool = False) -> None:
         if n_ctx < 1 or n_batch < 1:
             raise ValueError(f"n_ctx and n_batch must be >= 1, got {n_ctx}, {n_batch}")
         if prompt_format not in ("chat", "plain"):
@@ -166,11 +74,13 @@ class LlamaTokenBackend(TokenBackend):
         with LOAD_LOCK:
             self._llm: Any = Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=threads,
                                    n_threads_batch=threads, n_batch=n_batch, logits_all=False,
-                                   verbose=False)
+                                   flash_attn=flash_attn, verbose=False)
         self._vocab = self._llm._model.vocab
         self._n_vocab = int(self._llm.n_vocab())
-        self._identity = f"llamacpp:{self.path.name}:{file_identity(self.path)}:{prompt_format}"
+        # The one identity function every llama.cpp backend uses, on the file loaded here.
+        self._identity = gguf_identity(self.path, prompt_format, flash_attn)
         self._tokens: list[int] = []  # the sequence; the first _n_eval are in the KV cache
+        self._prompt: list[int] = []  # the tokens of the last reset
         self._n_eval = 0
         self._logits: np.ndarray | None = None  # logits at position _n_eval - 1, None if stale
         self._logprobs: np.ndarray | None = None
@@ -199,14 +109,7 @@ class LlamaTokenBackend(TokenBackend):
     def token_bytes(self, token: int) -> bytes:
         piece = self._pieces[token]
         if piece is None:
-            import llama_cpp
-
-            buf = ctypes.create_string_buffer(64)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
-            if n < 0:  # the piece is longer than the buffer: llama.cpp says how long
-                buf = ctypes.create_string_buffer(-n)
-                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
-            piece = self._pieces[token] = buf.raw[:n]
+            piece = self._pieces[token] = token_piece(self._vocab, token)
         return piece
 
     def tokenize(self, text: str, add_special: bool = False) -> list[int]:
@@ -239,8 +142,8 @@ class LlamaTokenBackend(TokenBackend):
                    int(llama_cpp.llama_vocab_eot(self._vocab))}
             types = self._header.token_types
             # Only control / user-defined tokens can end generation (<|im_end|>, <end_of_turn>).
-            candidates = (np.flatnonzero((types == _TOKEN_TYPE_CONTROL)
-                                         | (types == _TOKEN_TYPE_USER_DEFINED))
+            candidates = (np.flatnonzero((types == TOKEN_TYPE_CONTROL)
+                                         | (types == TOKEN_TYPE_USER_DEFINED))
                           if types is not None else range(self._n_vocab))
             ids.update(int(t) for t in candidates if llama_cpp.llama_vocab_is_eog(self._vocab, t))
             self._eos = frozenset(t for t in ids if 0 <= t < self._n_vocab)
@@ -256,13 +159,10 @@ class LlamaTokenBackend(TokenBackend):
         return self._vocabulary
 
     def reset(self, tokens: Sequence[int]) -> None:
-        common = 0
-        for old, new in zip(self._tokens, tokens, strict=False):
-            if old != new:
-                break
-            common += 1
-        self.truncate(common)
-        self.append(tokens[common:])
+        keep = reusable_prefix(self._prompt, tokens, self._n_eval)
+        self.truncate(keep)
+        self.append(tokens[keep:])
+        self._prompt = list(tokens)
 
     def append(self, tokens: Sequence[int]) -> None:
         # Evaluation waits for next_logprobs: a member nobody reads this step (a gated
@@ -297,7 +197,14 @@ class LlamaTokenBackend(TokenBackend):
             self._llm._ctx.kv_cache_seq_rm(-1, self._n_eval, -1)
         if self._n_eval < len(self._tokens):
             self._llm.n_tokens = self._n_eval
-            self._llm.eval(self._tokens[self._n_eval:])  # batches; drops KV beyond n_tokens
+            pending = self._tokens[self._n_eval:]
+            batch = self._llm.n_batch
+            if len(pending) > batch and len(pending) % batch == 1:
+                # eval() cuts every n_batch tokens: a last chunk of one token would take the
+                # one-token path, which rounds differently. Cut a shorter first chunk instead.
+                self._llm.eval(pending[:batch - 1])
+                pending = pending[batch - 1:]
+            self._llm.eval(pending)  # batches; drops KV beyond n_tokens
             self._n_eval = len(self._tokens)
             ptr = self._llm._ctx.get_logits_ith(-1)
             self._logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
@@ -320,8 +227,24 @@ class LlamaTokenBackend(TokenBackend):
         self._llm.close()
 
 
+def spec_file(spec: Any) -> Path:
+    """The GGUF file a ``llamacpp`` spec loads: its path, or the copy its ``requantize``
+    converts (the chat backend's rule: :func:`societies.backends.llamacpp.model_file`)."""
+    return model_file(spec.options.path, spec.options.requantize)
+
+
+def spec_identity(spec: Any) -> str:
+    """The identity of a ``llamacpp`` spec's model as loaded: equal to the ``llamacpp`` chat
+    backend's for the same spec, and to the identity of the member :func:`from_spec` builds."""
+    opts = spec.options
+    return gguf_identity(spec_file(spec), opts.prompt_format, opts.flash_attn)
+
+
 def from_spec(spec: Any, n_ctx: int | None = None) -> LlamaTokenBackend:
     """Build a token backend from a registry ``ModelSpec`` of backend ``llamacpp``.
+
+    The spec means what it means to the ``llamacpp`` chat backend: ``requantize`` loads the
+    converted file, ``flash_attn`` the fused kernel.
 
     Args:
         spec: the member's validated spec.
@@ -330,6 +253,6 @@ def from_spec(spec: Any, n_ctx: int | None = None) -> LlamaTokenBackend:
     if spec.backend != "llamacpp":
         raise ConfigError(f"token-level methods need llamacpp members here, got {spec.backend!r}")
     opts = spec.options
-    return LlamaTokenBackend(opts.path, n_ctx=n_ctx or opts.n_ctx,
+    return LlamaTokenBackend(spec_file(spec), n_ctx=n_ctx or opts.n_ctx,
                              n_threads=opts.n_threads, prompt_format=opts.prompt_format,
-                             n_batch=opts.n_batch)
+                             n_batch=opts.n_batch, flash_attn=opts.flash_attn)

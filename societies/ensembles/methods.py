@@ -11,7 +11,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from societies.ensembles.base import Method, Picker, Piece, TokenBackend
+from societies.ensembles.base import (
+    Method,
+    Picker,
+    Piece,
+    TokenBackend,
+    member_vocabulary_digest,
+)
 
 EOS = None  # the shared key of every member's end-of-sequence tokens
 Key = bytes | None
@@ -56,6 +62,12 @@ class _SameVocab(Method):
         sizes = {m.vocab_size for m in members}
         if len(sizes) != 1:
             raise ValueError(f"{name} needs members with the same vocabulary; sizes {sizes}")
+        # Equal sizes are not enough: ids are added id by id, so each must spell the same bytes.
+        digests = [member_vocabulary_digest(m) for m in members]
+        if len(set(digests)) != 1:
+            other = next(i for i, d in enumerate(digests) if d != digests[0])
+            raise ValueError(f"{name} needs members with the same vocabulary; members 0 and "
+                             f"{other} both have {sizes.pop()} tokens but spell them differently")
         if not 0 <= self.main < len(members):
             raise ValueError(f"main {self.main} is not a member index")
         self._w = member_weights(self.weights, len(members))

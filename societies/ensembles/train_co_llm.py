@@ -176,16 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from societies.backends.registry import BackendPool
     from societies.ensembles import co_llm
     from societies.ensembles.decode import GreedyPicker, decode
-    from societies.ensembles.llama_tokens import from_spec
+    from societies.ensembles.llama_tokens import from_spec, spec_file
 
     started = time.time()
     pool = BackendPool({})
     specs = [pool.spec(args.base), pool.spec(args.assistant)]
     base, asst = (from_spec(s, args.n_ctx) for s in specs)
-    reader = LlamaHiddenStates(specs[0].options.path, args.n_ctx,  # type: ignore[attr-defined]
-                               hidden=args.features == "hidden")
-    asst_forced = LlamaHiddenStates(specs[1].options.path, args.n_ctx,  # type: ignore[attr-defined]
-                                    hidden=False)
+    # The files and kernels the members load (a requantized base is another model).
+    reader = LlamaHiddenStates(spec_file(specs[0]), args.n_ctx, hidden=args.features == "hidden",
+                               flash_attn=specs[0].options.flash_attn)  # type: ignore[attr-defined]
+    asst_forced = LlamaHiddenStates(spec_file(specs[1]), args.n_ctx, hidden=False,
+                                    flash_attn=specs[1].options.flash_attn)  # type: ignore[attr-defined]
     train = collect(base, asst, reader, asst_forced, examples(args.train, args.seed),
                     args.features)
     val_examples = examples(args.val, args.seed + 1_000_003)

@@ -112,5 +112,11 @@ async def test_a_society_with_an_ensemble_agent_runs(tmp_path: Path) -> None:
         await run.pool.aclose()
     records = [json.loads(line) for line in store.records_path.read_text().splitlines()]
     assert len(records) == 1 and summary is not None
-    text = json.dumps(records[0])
-    assert "duo" in text and "solo" in text
+    record = records[0]
+    assert record["status"] == "ok" and record["error"] is None
+    assert record["agents"] == ["duo", "solo"] and len(record["rounds"]) == 2
+    for round_ in record["rounds"]:
+        assert len(round_["turns"]) == 2
+        for turn in round_["turns"]:
+            assert turn["error"] is None and turn["reply"].strip()
+            assert turn["completion_tokens"] >= 1

@@ -199,7 +199,7 @@ def test_llama_hidden_states_feed_the_output_layer() -> None:
     _bundled()
     from societies.backends.bundled import bundled_path
     from societies.ensembles.co_llm_chat import LlamaHiddenStates
-    from societies.ensembles.llama_tokens import gguf_embeddings
+    from societies.ensembles.gguf_file import gguf_embeddings
 
     reader = LlamaHiddenStates(bundled_path("smollm2"), n_ctx=128)
     tokens = reader.llm.tokenize(b"The capital of France is Paris. The answer is", add_bos=True)
@@ -251,3 +251,27 @@ async def test_real_training_run_and_a_reply(tmp_path: Path, capsys: pytest.Capt
                                              Settings(temperature=0, max_tokens=8))
     assert reply.text and reply.extra["deferral_rate"] == 1.0  # η = 0: the assistant writes
     await pool.aclose()
+
+
+@pytest.mark.real
+def test_hidden_states_of_a_follow_up_do_not_depend_on_the_call_before() -> None:
+    _bundled()
+    from societies.backends.bundled import bundled_path
+    from societies.ensembles.co_llm_chat import LlamaHiddenStates
+
+    kept, fresh = (LlamaHiddenStates(bundled_path("smollm2"), n_ctx=128) for _ in range(2))
+    prompt = kept.llm.tokenize(b"Question: what is 2+3? Answer:", add_bos=True)
+    kept.start(prompt)
+    tokens = list(prompt)
+    for _ in range(4):  # a reply, one token per step as Co-LLM decodes it
+        _, logprobs = kept.last(tokens)
+        tokens.append(int(np.argmax(logprobs)))
+    follow = tokens + kept.llm.tokenize(b" Are you sure? Answer:", add_bos=False)
+    kept.start(follow)
+    fresh.start(follow)
+    hidden, logprobs = kept.last(follow)
+    fresh_hidden, fresh_logprobs = fresh.last(follow)
+    np.testing.assert_array_equal(hidden, fresh_hidden)
+    np.testing.assert_array_equal(logprobs, fresh_logprobs)
+    kept.close()
+    fresh.close()

@@ -9,16 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from societies.backends.base import Message
-from societies.ensembles.base import Method, Piece, TokenBackend
+from societies.backends.base import BackendError, Message, Settings
+from societies.ensembles.base import MemberError, Method, Piece, TokenBackend
 from societies.ensembles.decode import (
     GreedyPicker,
     LazyLogprobs,
     SamplingPicker,
-    Temperature,
     TextSync,
-    TopK,
-    TopP,
     decode,
     make_picker,
 )
@@ -130,34 +127,92 @@ def test_lazy_logprobs_evaluate_only_what_is_read() -> None:
     assert [m.evaluations for m in members] == [0, 1]
 
 
-def test_processors_do_not_mutate_and_keep_the_right_candidates() -> None:
-    scores = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32))
-    before = scores.copy()
-    assert np.isfinite(TopK(2)(scores)).tolist() == [True, True, False, False]
-    assert np.isfinite(TopP(0.8)(scores)).tolist() == [True, True, False, False]
-    assert np.isfinite(TopP(0.81)(scores)).tolist() == [True, True, True, False]
-    assert np.allclose(Temperature(2.0)(scores), scores / 2)
-    np.testing.assert_array_equal(scores, before)
+P4 = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda: Temperature(0), "GreedyPicker"), (lambda: TopK(0), "top_k"),
-    (lambda: TopP(0), "top_p"), (lambda: TopP(1.5), "top_p")])
-def test_processor_arguments_are_checked(make: object, message: str) -> None:
+def drawn(picker: SamplingPicker, scores: np.ndarray, n: int = 300) -> set[int]:
+    """The indices ``picker`` draws from ``scores`` in ``n`` tries."""
+    return {picker(scores) for _ in range(n)}
+
+
+def test_sampling_means_what_it_means_on_the_chat_backends() -> None:
+    # Off values: top_k 0, top_p 1, min_p 0 keep every candidate.
+    assert drawn(SamplingPicker(1.0, seed=0), P4) == {0, 1, 2, 3}
+    assert drawn(SamplingPicker(1.0, top_k=2, seed=0), P4) == {0, 1}
+    # top-p and min-p see the scores before temperature (llama.cpp's order): at temperature
+    # 5 the tempered probabilities are about .32 .29 .25 .15, where top-p .79 would keep three.
+    assert drawn(SamplingPicker(5.0, top_p=0.79, seed=0), P4) == {0, 1}
+    assert drawn(SamplingPicker(5.0, top_p=0.81, seed=0), P4) == {0, 1, 2}
+    assert drawn(SamplingPicker(5.0, min_p=0.35, seed=0), P4) == {0, 1}  # p >= .175
+    assert drawn(SamplingPicker(5.0, min_p=0.29, seed=0), P4) == {0, 1, 2}  # p >= .145
+    # Temperature 1, top-k 1 is greedy.
+    assert drawn(SamplingPicker(1.0, top_k=1, seed=0), P4) == {0}
+
+
+def test_sampling_frequencies_follow_the_tempered_distribution() -> None:
+    picker = SamplingPicker(2.0, seed=11)
+    counts = np.bincount([picker(P4) for _ in range(4000)], minlength=4) / 4000
+    tempered = np.exp(P4 / 2) / np.exp(P4 / 2).sum()
+    assert counts == pytest.approx(tempered, abs=0.03)
+
+
+def test_pickers_from_settings_and_seeds() -> None:
+    assert isinstance(make_picker(Settings(temperature=0, top_k=1, min_p=0.5)), GreedyPicker)
+    picker = make_picker(Settings(temperature=0.7, top_k=3, top_p=0.9, min_p=0.05, seed=4))
+    assert isinstance(picker, SamplingPicker)
+    assert picker.params == {"temp": 0.7, "top_k": 3, "top_p": 0.9, "min_p": 0.05}
+    again = make_picker(Settings(temperature=0.7, top_k=3, top_p=0.9, min_p=0.05, seed=4))
+    assert [picker(P4) for _ in range(30)] == [again(P4) for _ in range(30)]  # seeded
+    frozen = np.array(P4, dtype=np.float32)
+    frozen.flags.writeable = False  # members share their arrays: pickers must not edit them
+    make_picker(Settings(temperature=1.0, seed=0))(frozen)
+    assert GreedyPicker()(np.log(np.array([0.1, 0.6, 0.3]))) == 1
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"temperature": 0}, "GreedyPicker"), ({"temperature": 1, "top_k": -1}, "top_k"),
+    ({"temperature": 1, "top_p": 0}, "top_p"), ({"temperature": 1, "top_p": 1.5}, "top_p"),
+    ({"temperature": 1, "min_p": 2}, "min_p")])
+def test_sampler_arguments_are_checked(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        make()  # type: ignore[operator]
+        SamplingPicker(**kwargs)  # type: ignore[arg-type]
 
 
-def test_pickers() -> None:
-    scores = np.log(np.array([0.1, 0.6, 0.3]))
-    assert GreedyPicker()(scores) == 1
-    assert isinstance(make_picker(0), GreedyPicker)
-    draws = [make_picker(1.0, seed=7)(scores) for _ in range(3)]
-    assert len(set(draws)) == 1  # same seed, same draw
-    picker = SamplingPicker([TopK(1)], seed=1)
-    assert {picker(scores) for _ in range(20)} == {1}
-    counts = np.bincount([make_picker(1.0, seed=s)(scores) for s in range(400)], minlength=3)
-    assert counts[1] > counts[2] > counts[0]
+class Broken(FakeBackend):
+    """A member whose model fails on its second evaluation."""
+
+    def next_logprobs(self) -> np.ndarray:
+        if self.evaluations >= 1:
+            raise RuntimeError("the model broke")
+        return super().next_logprobs()
+
+
+def test_a_failing_member_is_named_and_a_backend_error() -> None:
+    target = (PROMPT + ANSWER).encode()
+    members = [FakeBackend([b" the"], target, "words"), Broken([b" th"], target, "pieces")]
+    method = GaC()
+    method.prepare(members)
+    with pytest.raises(MemberError, match="ensemble member second: RuntimeError: the model broke"
+                       ) as err:
+        decode(members, method, [PROMPT] * 2, GreedyPicker(), 10, names=["first", "second"])
+    assert isinstance(err.value, BackendError) and err.value.member == "second"
+
+
+class HalfCharacter(Method):
+    """Writes the first byte of "你" (a byte-level token a SentencePiece model may lack)."""
+
+    def step(self, members: Sequence[TokenBackend], logprobs: Sequence[np.ndarray],
+             pick: object) -> Piece:
+        return Piece(b"\xe4", 0, 0xE4)
+
+
+def test_a_hand_off_that_cannot_be_spelled_names_the_member() -> None:
+    main = FakeBackend([b" the"], name="bytes")
+    other = FakeBackend([b" the"], name="words")
+    other.vocab = [w if len(w) > 1 or w < b"\x80" else b"?" for w in other.vocab]  # no 0x80+
+    with pytest.raises(MemberError, match="member other: ValueError: no token for byte 0xe4"):
+        decode([main, other], HalfCharacter(), [PROMPT] * 2, GreedyPicker(), 10,
+               names=["main", "other"])
 
 
 TEXT = st.text(alphabet=st.sampled_from(list("ab c\n1 2你😀é")), min_size=1, max_size=12)

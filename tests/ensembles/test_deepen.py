@@ -218,3 +218,71 @@ def test_real_smollm2_gemma_generation_stays_under_4_gb() -> None:
     assert out["pieces"] and set(out["pieces"]) == {0}  # the main model emits every token
     assert out["info"]["kl_after"] < out["info"]["kl_before"]
     assert out["peak_rss_gb"] < 4.0
+
+
+# -- one and two inverse steps, by hand ------------------------------------------------------
+#
+# Main vocabulary a, b, c with embeddings (1, 0), (0, 1), (1, 1); the other model's a, b, d in
+# three dimensions: (1, 0, 0), (0, 1, 0), (1, 1, 1). Anchors: the common strings a and b.
+# At τ = 1 a token's relative representation is the softmax of its cosines to the anchors:
+# a -> (σ, 1 − σ) with σ = e / (e + 1), b -> (1 − σ, σ), c and d -> (1/2, 1/2).
+
+SIGMA = np.e / (np.e + 1)
+
+
+def _hand_pair() -> tuple[ArrayBackend, ArrayBackend]:
+    main = ArrayBackend("main", [b"a", b"b", b"c"], np.array([[1.0, 0], [0, 1], [1, 1]]))
+    other = ArrayBackend("other", [b"a", b"b", b"d"],
+                         np.array([[1.0, 0, 0], [0, 1, 0], [1, 1, 1]]))
+    return main, other
+
+
+def _kl(target: np.ndarray, p: np.ndarray, rows: np.ndarray) -> float:
+    """KL(r̄ ‖ pR), written out."""
+    q = [sum(p[i] * rows[i, a] for i in range(len(p))) for a in range(rows.shape[1])]
+    return float(sum(t * np.log(t / qa) for t, qa in zip(target, q, strict=True)))
+
+
+def _hand_steps(p: np.ndarray, rows: np.ndarray, target: np.ndarray, steps: int,
+                lr: float) -> np.ndarray:
+    """Gradient steps under the Fisher metric: the gradient g of KL(r̄ ‖ pR) with respect to
+    p by central differences, then p ← p − η·p⊙(g − ⟨p, g⟩), which keeps p a distribution."""
+    for _ in range(steps):
+        g = np.zeros_like(p)
+        for i in range(len(p)):
+            e = np.zeros_like(p)
+            e[i] = 1e-6
+            g[i] = (_kl(target, p + e, rows) - _kl(target, p - e, rows)) / 2e-6
+        p = p - lr * p * (g - p @ g)
+    return p
+
+
+@pytest.mark.parametrize(("steps", "lr"), [(1, 1.0), (2, 0.5)])
+def test_inverse_steps_match_a_hand_computation(steps: int, lr: float) -> None:
+    main, other = _hand_pair()
+    p_main, p_other = np.array([0.5, 0.3, 0.2]), np.array([0.1, 0.6, 0.3])
+    rows_main = np.array([[SIGMA, 1 - SIGMA], [1 - SIGMA, SIGMA], [0.5, 0.5]])
+    rows_other = rows_main  # d's cosines to a and b are equal too
+    method = DeePEn(anchors=None, candidates=3, steps=steps, lr=lr, temperature=1.0)
+    method.prepare([main, other])
+    assert method.relative(0, np.arange(3)) == pytest.approx(rows_main, abs=1e-6)
+    assert method.relative(1, np.arange(3)) == pytest.approx(rows_other, abs=1e-6)
+    # r̄ = ½·p_main R_main + ½·p_other R_other = (0.575 − 0.15σ, 0.425 + 0.15σ).
+    target = 0.5 * p_main @ rows_main + 0.5 * p_other @ rows_other
+    assert target == pytest.approx([0.575 - 0.15 * SIGMA, 0.425 + 0.15 * SIGMA])
+    assert target == pytest.approx([0.46534, 0.53466], abs=1e-5)
+    picker = Recorder()
+    piece = method.step([main, other], [np.log(p_main), np.log(p_other)], picker)
+    expected = _hand_steps(p_main, rows_main, target, steps, lr)
+    assert expected.sum() == pytest.approx(1.0)
+    assert np.exp(picker.last) == pytest.approx(expected, abs=1e-6)
+    assert piece.info["kl_before"] == pytest.approx(_kl(target, p_main, rows_main), rel=1e-6)
+    assert piece.info["kl_after"] == pytest.approx(_kl(target, expected, rows_main), rel=1e-5)
+    assert piece.info["kl_after"] < piece.info["kl_before"]
+    if steps == 1:
+        # One full step by hand: s = R (r̄ / pR), p' = p⊙s; p·R = (0.4 + 0.2σ, 0.6 − 0.2σ)
+        # = (.54621, .45379), r̄ / pR = (.85194, 1.17821), s = (.93969, 1.09047, 1.01508).
+        ratio = target / np.array([0.4 + 0.2 * SIGMA, 0.6 - 0.2 * SIGMA])
+        s = rows_main @ ratio
+        assert np.exp(picker.last) == pytest.approx(p_main * s, abs=1e-6)
+        assert np.exp(picker.last) == pytest.approx([0.46985, 0.32714, 0.20302], abs=1e-5)

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from societies.backends.base import Message
 from societies.ensembles.base import Piece, TokenBackend
 from societies.ensembles.decode import TextSync
+from societies.ensembles.gguf_file import gguf_vocab_size
 from societies.ensembles.hf_tokens import HFTokenBackend
-from societies.ensembles.llama_tokens import LlamaTokenBackend, gguf_vocab_size
+from societies.ensembles.llama_tokens import LlamaTokenBackend
 
 pytestmark = pytest.mark.real
 
