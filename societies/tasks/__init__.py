@@ -21,6 +21,16 @@ TASKS: dict[str, str] = {
 __all__ = ["TASKS", "Extraction", "Question", "Task", "TaskOptions", "load_task", "validate_task"]
 
 
+def _config_error(err: ValidationError, where: str) -> ConfigError:
+    """One line from pydantic's first error: ``task.answer.extract[0].regex: what is wrong``."""
+    first = err.errors()[0]
+    path = where
+    for part in first["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return ConfigError(f"{path}: {message}")
+
+
 def validate_task(raw: Mapping[str, Any], where: str = "task") -> TaskOptions:
     """Validate a task section; errors name the field path (``task.n``) and what is allowed."""
     name = raw.get("name")
@@ -28,9 +38,13 @@ def validate_task(raw: Mapping[str, Any], where: str = "task") -> TaskOptions:
         raise ConfigError(f"{where}.name: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
     options_cls: type[TaskOptions] = importlib.import_module(TASKS[name]).Options
     try:
-        return options_cls.model_validate(dict(raw))
+        options = options_cls.model_validate(dict(raw))
     except ValidationError as err:
-        raise ConfigError.from_validation(err, where) from None
+        raise _config_error(err, where) from None
+    if options.answer is not None:
+        options.answer.check(options_cls.answer_kinds, options_cls.set_of, str(name),
+                             f"{where}.answer")
+    return options
 
 
 def load_task(options: TaskOptions) -> Task:

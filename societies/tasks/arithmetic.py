@@ -8,20 +8,16 @@ and generated, so there is no data to ship and no contamination.
 from __future__ import annotations
 
 import random
-import re
+from typing import ClassVar
 
+from societies.tasks.answers import configured, default_format
 from societies.tasks.base import Question, Task, TaskOptions
 
 LOW, HIGH = 0, 29
 TEMPLATE = "{a}+{b}*{c}+{d}-{e}*{f}"
 
-# A number: thousands-grouped ("1,234") or plain digits, optionally with a decimal part. A minus
-# (ASCII or the Unicode minus sign) counts as a sign only when it does not follow a digit, a
-# letter or a closing bracket, so "27-3" reads as 27 and 3, not 27 and -3.
-_NUMBER = re.compile(
-    r"(?<![\w.])(?:(?<![\w)\]])([-\u2212]))?"
-    r"(\d{1,3}(?:,\d{3})+(?![\d,]\d)|\d+)"
-    r"(?:\.(\d+))?"
+FORMAT = default_format(
+    "number", "End your reply with the final result written as a single integer.", "{answer}"
 )
 
 
@@ -38,44 +34,37 @@ def evaluate(numbers: tuple[int, ...]) -> int:
 
 
 def parse_integer(reply: str) -> str | None:
-    """The last number in a reply as a normalised integer string; None if there is none.
+    """The answer the default pipeline reads in a reply: the last number stated as a result.
 
-    Accepts a leading minus and thousands commas (``"-1,234"`` gives ``"-1234"``). A final
-    number with a zero fractional part (``"24.0"``) is read as the integer; one with a non-zero
-    fractional part is returned as written (``"3.5"``), which is then simply wrong, rather than
-    reading only its digits after the point.
+    Reads the text after an answer marker if there is one, then its last number that is not
+    an operand of an unevaluated expression (``"10 - 15"`` states no result). Accepts a sign,
+    thousands commas and a zero fractional part (``"-1,234"`` gives ``"-1234"``, ``"24.0"``
+    gives ``"24"``); a non-integer is kept (``"3.5"``) and is then simply wrong.
 
     Args:
         reply: free text from a model.
 
     Returns:
-        The number as a string, or None.
+        The canonical number, or None.
     """
-    matches = list(_NUMBER.finditer(reply))
-    if not matches:
-        return None
-    sign, digits, fraction = matches[-1].groups()
-    whole = str(int(digits.replace(",", "")))
-    minus = "-" if sign else ""
-    if fraction and fraction.strip("0"):
-        return f"{minus}{whole}.{fraction.rstrip('0')}"
-    # int() turns "-0" into "0"; the sign of zero is not an answer.
-    return str(int(minus + whole))
+    return FORMAT.extract(reply).answer
 
 
 class Options(TaskOptions):
-    """Options of the ``arithmetic`` task (only the common ``n`` and ``seed``)."""
+    """Options of the ``arithmetic`` task (the common ones; answers are numbers)."""
+
+    answer_kinds: ClassVar[tuple[str, ...]] = ("number",)
 
 
 class ArithmeticTask(Task):
     """Generated arithmetic questions; question ``i`` depends only on ``seed`` and ``i``."""
 
     name = "arithmetic"
-    answer_form = "End your reply with the final result written as a single integer."
 
     def __init__(self, options: Options) -> None:
         """Keep the options; questions are generated on demand (cheaply)."""
         self.options = options
+        self.answer = configured(FORMAT, options.answer)
 
     def questions(self) -> list[Question]:
         """``n`` questions drawn in sequence from ``random.Random(seed)``.
@@ -100,10 +89,6 @@ class ArithmeticTask(Task):
                 )
             )
         return out
-
-    def parse(self, reply: str) -> str | None:
-        """The last integer in a reply; see :func:`parse_integer`."""
-        return parse_integer(reply)
 
 
 def create(options: TaskOptions) -> ArithmeticTask:

@@ -1,15 +1,21 @@
-"""The task contract: questions with gold answers, a prompt, a parser and a scorer."""
+"""The task contract: questions with gold answers, and how answers are asked for, read, scored.
+
+How answers are read lives in one :class:`~societies.tasks.answers.AnswerFormat` per task (the
+prompt instruction, the extraction pipeline and the answer kind); a task's config can change it
+through its ``answer`` section, checked with the rest of the config before anything runs.
+"""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from societies.records import Gold
+from societies.tasks.answers import ELEMENT_KINDS, KIND_NAMES, AnswerFormat, AnswerOptions
 
 
 @dataclass(frozen=True)
@@ -45,41 +51,63 @@ class Extraction:
 
 
 class TaskOptions(BaseModel):
-    """Options every task takes; tasks subclass this to add their own."""
+    """Options every task takes; tasks subclass this to add their own.
+
+    ``answer_kinds`` and ``set_of`` (class attributes) say which answer kinds, and which element
+    kinds of a set, the task's ``answer`` section may name.
+    """
 
     model_config = ConfigDict(extra="forbid")
+    answer_kinds: ClassVar[tuple[str, ...]] = KIND_NAMES
+    set_of: ClassVar[tuple[str, ...]] = ELEMENT_KINDS
     name: str
     n: int = Field(10, gt=0, description="number of questions")
     seed: int = 0
+    answer: AnswerOptions | None = Field(
+        None, description="how answers are asked for and read: kind, extract, instruction"
+    )
 
 
 class Task(abc.ABC):
     """A source of questions plus how to read and score answers.
 
-    Subclasses set ``name`` and ``answer_form`` (the instruction telling agents how to write
-    their final answer, used by the prompt templates) and implement the three methods.
+    Subclasses set ``name`` and ``answer`` (an :class:`AnswerFormat`: the instruction telling
+    agents how to write their final answer, the pipeline reading it back, the answer kind) and
+    implement :meth:`questions`.
     """
 
     name: str = ""
-    answer_form: str = ""
+    answer: AnswerFormat
+
+    @property
+    def answer_form(self) -> str:
+        """The instruction the prompt templates append: how to write the final answer."""
+        return self.answer.instruction
+
+    @answer_form.setter
+    def answer_form(self, instruction: str) -> None:
+        # Another instruction asks for a form the format's template no longer describes.
+        self.answer = replace(self.answer, instruction=instruction, template=None)
 
     @abc.abstractmethod
     def questions(self) -> list[Question]:
         """The task's questions, in a deterministic order for the options' seed."""
 
-    @abc.abstractmethod
-    def parse(self, reply: str) -> str | None:
-        """The final answer in a free-text reply, normalised; None if there is none."""
+    def extract(self, reply: str, question: Question | None = None) -> Extraction:
+        """The raw span and canonical answer of a reply.
 
-    def extract(self, reply: str) -> Extraction:
-        """The raw span and canonical answer of a reply (default: both are :meth:`parse`)."""
-        answer = self.parse(reply)
-        return Extraction(raw=answer, answer=answer)
+        Args:
+            reply: the model's reply.
+            question: the question answered, if known: its choices let a choice's text stand
+                for its letter, and its wording tells the restated part of "X is Y" from the
+                answer.
+        """
+        return self.answer.extract(reply, question)
+
+    def parse(self, reply: str) -> str | None:
+        """The canonical answer in a reply; None if there is none."""
+        return self.extract(reply).answer
 
     def score(self, answer: str | None, gold: Gold) -> bool:
-        """Whether ``answer`` is correct. A None answer is never correct."""
-        if answer is None:
-            return False
-        if isinstance(gold, list):
-            return answer in gold
-        return answer == gold
+        """Whether ``answer`` is correct by the answer kind's equivalence. None never is."""
+        return self.answer.score(answer, gold)

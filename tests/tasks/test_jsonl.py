@@ -124,7 +124,10 @@ def test_seeded_sample_in_file_order(tmp_path: Path) -> None:
     ("reply", "expected"),
     [
         ("Answer: Paris", "paris"),
-        ("answer: first\nthen more thought\nFinal answer: The Moon.", "the moon"),
+        # Articles are dropped, as SQuAD-style exact match does ("the moon" before).
+        ("answer: first\nthen more thought\nFinal answer: The Moon.", "moon"),
+        ("The capital city of Japan is Tokyo.", "tokyo"),
+        ("one two three four five six seven eight nine", None),
         ("The answer is Rome", "rome"),
         ("just\n\n  Two   words \n\n", "two words"),
         ("Answer:\nParis", "paris"),
@@ -137,7 +140,8 @@ def test_parse_free_text(reply: str, expected: str | None) -> None:
 
 
 def test_normalise() -> None:
-    assert normalise("  The   Moon. ") == "the moon"
+    assert normalise("  The   Moon. ") == "moon"
+    assert normalise("It's 3.5, isn't it?") == "its 3.5 isnt it"
     assert normalise('"**Paris**"') == "paris"
 
 
