@@ -192,7 +192,7 @@ class Engine:
         except Exception as err:  # any backend bug fails the unit, not the run
             raise UnitFailed(f"{agent.name}: {type(err).__name__}: {err}") from None
         try:
-            read = self.task.extract(reply.text)
+            read = self.task.extract(reply.text, question)
         except Exception as err:  # an extractor bug must not take the whole run down
             raise UnitFailed(f"{agent.name}: reading the answer failed: "
                              f"{type(err).__name__}: {err}") from None

@@ -100,7 +100,7 @@ def _majority_correct(row: Sequence[_Cell]) -> bool:
     """Whether the round's majority exists and is correct.
 
     Scored as: some agent whose answer equals the majority answer has correct=True, so scoring
-    stays in the task (gold may be a list, answers are normalised by the task's parser).
+    stays in the task (gold may be a list, answers are canonicalised by the task's answer kind).
     """
     maj = majority_answer(_answers(row))
     return maj is not None and any(c.answer == maj and c.correct for c in row)

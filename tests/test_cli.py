@@ -31,7 +31,7 @@ def test_run_limit_then_resume_and_report(tmp_path: Path,
     assert "society S2 · strategy 00 · 3 units (0 failed)" in report
     assert "spent: 36 calls" in report
     # The parse audit follows the table: per-agent parse failures and a sample of replies.
-    assert "parse audit: 18 replies" in report and "reply tail" in report
+    assert "parse audit: 36 replies" in report and "reply tail" in report
     assert main(["report", str(out), "--sample", "0"]) == 0
     assert "parse audit" not in capsys.readouterr().out
 
