@@ -3,12 +3,18 @@
 This is the arithmetic benchmark of Du et al. (2023), "Improving Factuality and Reasoning in
 Language Models through Multiagent Debate": small enough that any error is a reasoning error,
 and generated, so there is no data to ship and no contamination.
+
+``expression: a+b`` asks for the sum of two integers in ``0..high`` instead ("What is 8 + 3?"):
+with ``high: 9`` it is within reach of the bundled 135M-parameter model, so a society of them
+has correct answers to keep or lose (the quickstart).
 """
 
 from __future__ import annotations
 
 import random
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from societies.tasks.answers import configured, default_format
 from societies.tasks.base import Question, Task, TaskOptions
@@ -51,9 +57,12 @@ def parse_integer(reply: str) -> str | None:
 
 
 class Options(TaskOptions):
-    """Options of the ``arithmetic`` task (the common ones; answers are numbers)."""
+    """Options of the ``arithmetic`` task; answers are numbers."""
 
     answer_kinds: ClassVar[tuple[str, ...]] = ("number",)
+    expression: Literal["a+b*c+d-e*f", "a+b"] = Field(
+        "a+b*c+d-e*f", description="Du et al.'s six-number expression, or a sum of two")
+    high: int = Field(HIGH, ge=1, description="numbers are drawn from 0..high")
 
 
 class ArithmeticTask(Task):
@@ -72,14 +81,16 @@ class ArithmeticTask(Task):
         Drawing in sequence means a larger ``n`` extends the list for the same seed. Ids carry
         the seed so that records from runs with different seeds never share a question id.
         """
+        if self.options.expression == "a+b":
+            return self._sums()
         rng = random.Random(self.options.seed)
         out: list[Question] = []
         for index in range(self.options.n):
-            numbers = tuple(rng.randint(LOW, HIGH) for _ in range(6))
+            numbers = tuple(rng.randint(LOW, self.options.high) for _ in range(6))
             expr = expression(numbers)
             out.append(
                 Question(
-                    id=f"arithmetic-{self.options.seed}-{index}",
+                    id=f"arithmetic-{self._tag()}{self.options.seed}-{index}",
                     text=(
                         f"Work out the value of {expr}. Use the standard order of operations: "
                         "multiplication comes before addition and subtraction."
@@ -88,6 +99,22 @@ class ArithmeticTask(Task):
                     meta={"expression": expr, "numbers": list(numbers)},
                 )
             )
+        return out
+
+    def _tag(self) -> str:
+        # Ids of the original benchmark stay as they were; other settings get their own.
+        o = self.options
+        original = (o.expression, o.high) == ("a+b*c+d-e*f", HIGH)
+        return "" if original else f"{o.expression}-{o.high}-"
+
+    def _sums(self) -> list[Question]:
+        rng = random.Random(self.options.seed)
+        out: list[Question] = []
+        for index in range(self.options.n):
+            a, b = rng.randint(LOW, self.options.high), rng.randint(LOW, self.options.high)
+            out.append(Question(id=f"arithmetic-{self._tag()}{self.options.seed}-{index}",
+                                text=f"What is {a} + {b}?", gold=str(a + b),
+                                meta={"expression": f"{a}+{b}", "numbers": [a, b]}))
         return out
 
 

@@ -87,8 +87,12 @@ SHORTHANDS = {f"{pick}_{name}": (name, pick) for name in ("number", "letter", "s
 _KEEPS = {"after_marker", "boxed", "copula", "line"}
 
 _MARKER = re.compile(
-    r"\bfinal\s+answer\b(?:\s*(?:is\b|would\s+be\b|will\s+be\b|[:=]))?\s*:?"
-    r"|\banswer(?:\s+(?:is|would\s+be|will\s+be|should\s+be)\b\s*:?|\s*[:=])",
+    # A bare "final answer" is a marker only when something other than the sentence's end
+    # follows ("... left with the final answer." announces nothing).
+    r"\bfinal\s+answer\b(?!\s*[.,;!?)])(?:\s*(?:is\b|would\s+be\b|will\s+be\b|[:=]))?\s*:?"
+    # "Your answer is correct" judges an answer, it does not give one (debate rounds say it).
+    r"|\banswer(?:\s+(?:is|would\s+be|will\s+be|should\s+be)\b(?!\s+(?:not\s+)?(?:correct|"
+    r"incorrect|right|wrong|accurate|inaccurate)\b)\s*:?|\s*[:=])",
     re.IGNORECASE,
 )
 _PLACEHOLDER = re.compile(r"[\s*\"'`]*<[^<>\n]{1,40}>")

@@ -133,6 +133,14 @@ def _neighbour(text: str, index: int, step: int) -> str:
     return ""
 
 
+_REJECTED = re.compile(r"\b(?:not|isn't|is\s+not|rather\s+than|instead\s+of)\s*[$\u20ac\u00a3]?$",
+                       re.IGNORECASE)
+
+
+_LABEL_WORD = re.compile(r"\b(?:agent|step|round|question|option|part|chapter|member|player)"
+                         r"\s*#?\s*$", re.IGNORECASE)
+
+
 def _is_answer(text: str, match: re.Match[str]) -> bool:
     """Whether a number token can be an answer (see the module docstring)."""
     start, end = match.span()
@@ -149,6 +157,12 @@ def _is_answer(text: str, match: re.Match[str]) -> bool:
     if sign and before and (before.isdigit() or before in ")]"):
         return False
     if (not sign and before in _OPERATORS) or after in _OPERATORS:
+        return False
+    # A number the reply rejects: "It is 10, not 11." states 10.
+    if _REJECTED.search(text, max(0, start - 12), start):
+        return False
+    # A name's number: "Agent 2", "Step 3", "Round 1" label something, they answer nothing.
+    if not sign and _LABEL_WORD.search(text, max(0, start - 12), start):
         return False
     # A list label: "7. What ..." or "(2) Which ..." at the start of a line, text following.
     line_start = text.rfind("\n", 0, start) + 1

@@ -101,3 +101,19 @@ def test_score() -> None:
     assert task.score(task.parse(f"... = {question.gold}"), question.gold)
     assert not task.score(None, question.gold)
     assert not task.score(str(int(str(question.gold)) + 1), question.gold)
+
+
+def test_sums_of_two_one_digit_numbers() -> None:
+    from societies.tasks import load_task, validate_task
+
+    task = load_task(validate_task({"name": "arithmetic", "expression": "a+b", "high": 9,
+                                    "n": 30, "seed": 0}))
+    questions = task.questions()
+    assert len({q.id for q in questions}) == 30
+    for q in questions:
+        a, b = q.meta["numbers"]
+        assert 0 <= a <= 9 and 0 <= b <= 9 and q.text == f"What is {a} + {b}?"
+        assert q.gold == str(a + b) and q.id.startswith("arithmetic-a+b-9-0-")
+    # The benchmark's own ids are unchanged by the new options.
+    du = load_task(validate_task({"name": "arithmetic", "n": 1}))
+    assert du.questions()[0].id == "arithmetic-0-0"

@@ -127,3 +127,23 @@ def test_pipelines_never_crash_and_report_a_span_of_the_reply(reply: str) -> Non
 def test_regex_anchors_at_the_span() -> None:
     pipeline = (step("after_marker"), StepSpec(regex=r"^(\w+)$"))
     assert run(pipeline, "First: x\nAnswer: yes") == "yes"
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    # Debate replies judge other answers: "answer is correct" announces no answer.
+    ("4 + 2 = 6.\n\nThis answer is correct and follows the pattern.", "6"),
+    ("Your answer is not correct. 3 + 4 = 7.", "7"),
+    # A rejected number is not the answer; a name's number is a label.
+    ("The answer you're looking for is 10, not 11.", "10"),
+    ("It is 7 rather than 8", "7"),
+    ("I agree with Agent 2: 5 + 4 = 9", "9"),
+    ("I am Agent 3.", None),
+    # A bare "final answer" at a sentence's end announces nothing.
+    ("4 + 8 = 12\n\nYou are left with the final answer.", "12"),
+    ("Final answer: 12", "12"),
+])
+def test_debate_phrasings_of_the_quickstart(reply: str, expected: str | None) -> None:
+    from societies.tasks import load_task, validate_task
+
+    sums = load_task(validate_task({"name": "arithmetic", "expression": "a+b", "high": 9}))
+    assert sums.extract(reply).answer == expected

@@ -2,8 +2,10 @@
 
 ``fixtures/replies.jsonl`` holds 80 replies of SmolLM2-135M-Instruct and Gemma-3-270M (plain
 prompt format) to the questions of ``fixtures/tasks.json``, collected once with
-``fixtures/collect_replies.py``, and in ``person`` the answer a person reads in each (``none``
-when a person reads no answer), filled in by reading the reply, not by running the extractor.
+``fixtures/collect_replies.py``, and 24 replies of SmolLM2 from a run of the quickstart society
+on one-digit sums (``arithmetic-sums``, rounds 0-2, debate and reflection turns included), and
+in ``person`` the answer a person reads in each (``none`` when a person reads no answer),
+filled in by reading the reply, not by running the extractor.
 Where the extractor reads otherwise the case stays in the table as a strict xfail saying why.
 """
 
@@ -40,8 +42,6 @@ DISAGREE = {
         "echoes the question's move list; its last square (h4) is read",
     ("chess", "gemma3", "chess-13-15"):
         "rambles through c4, c5 and c6 as 'the next move'; the last (c6) is read",
-    ("jsonl-number", "gemma3", "add-6-4"):
-        "'I am a user of the system, Agent 2.': the agent number is read",
     ("jsonl-text", "gemma3", "capital-kenya"):
         "a short last line of an imagined dialogue ('Assistant: I'll be waiting.') is read",
 }
@@ -79,11 +79,11 @@ def cases() -> list[Any]:
 
 
 def test_the_table_covers_every_task_and_both_models() -> None:
-    assert len(ROWS) == 80 and all(row["person"] for row in ROWS)
+    assert len(ROWS) == 104 and all(row["person"] for row in ROWS)
     sections = {(row["task"], row["model"]) for row in ROWS}
-    assert sections == {(label, model) for label in json.loads((FIXTURES / "tasks.json")
-                                                               .read_text())
-                        for model in ("smollm2", "gemma3")}
+    labels = set(json.loads((FIXTURES / "tasks.json").read_text())) - {"arithmetic-sums"}
+    assert sections == {(label, model) for label in labels
+                        for model in ("smollm2", "gemma3")} | {("arithmetic-sums", "smollm2")}
     assert all(person_reads(row) is not None for row in ROWS if row["person"] != "none")
 
 
@@ -97,13 +97,13 @@ def test_extraction_reads_what_a_person_reads(row: dict[str, Any]) -> None:
 
 
 def test_agreement_figure() -> None:
-    """71 of 80 with the question known; the engine's call without it loses two choice texts."""
+    """96 of 104 with the question known; without it two choice texts are lost."""
     with_question = without = 0
     for row in ROWS:
         t, q = task(row["task"]), question(row["task"], row["question_id"])
         with_question += t.extract(row["reply"], q).answer == person_reads(row)
         without += t.extract(row["reply"]).answer == person_reads(row)
-    assert (with_question, without) == (80 - len(DISAGREE), 68)
+    assert (with_question, without) == (len(ROWS) - len(DISAGREE), 93)
 
 
 @pytest.mark.parametrize(
