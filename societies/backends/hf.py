@@ -8,15 +8,23 @@ left-padded ``model.generate``. Greedy calls (temperature 0) always batch togeth
 their seeds, top_p, max_tokens and stop strings: padding does not change a greedy reply, so it
 equals the reply of the same call alone. A sampled call with a seed runs alone (seeding torch's
 RNG with it), so its reply depends only on its messages, settings and seed, never on the calls
-around it. With ``batch_sampled: true``, sampled calls that share temperature and top_p batch
-together, seeded once per batch from the sorted seeds of its calls: faster, but a reply then
-depends on which calls happened to share its batch, so reruns are no longer exact. Sampled
+around it. With ``batch_sampled: true``, sampled calls that share temperature, top_p, top_k
+and min_p batch together, seeded once per batch from the sorted seeds of its calls: faster, but
+a reply then depends on which calls happened to share its batch, so reruns are not exact. Sampled
 calls without a seed make no reproducibility promise and always batch. Seeding sets torch's
 global RNG, so other code sampling with torch in other threads of this process can disturb it.
 
-The generation config is built from Settings alone: checkpoint defaults (top_k, repetition
-penalty) are ignored so that replies mean the same as with the other backends. Log-probabilities
-(``Settings.logprobs``) are not reported.
+Sampling means what it means on every backend (:mod:`societies.backends.sampling`): top-k,
+top-p and min-p filter the distribution at temperature 1, then the temperature applies, as in
+llama.cpp (transformers' own warpers would apply the temperature first). The checkpoint's
+generation config is replaced at load by an empty one, so none of its defaults (repetition
+penalty, top-k, ...) is merged into a call's config, and transformers' global default top-k 50
+is switched off explicitly. Log-probabilities (``Settings.logprobs``) are not reported.
+
+Identity. A GGUF file and a local directory are pinned by the SHA-256 of their files' whole
+content; a hub id by its commit: ``revision`` if it is one, else the commit the local Hugging
+Face cache holds for that branch or tag (``main`` by default), else (online, not cached) the
+hub's current one. The model is then loaded at that commit, so identity and weights agree.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -43,10 +52,17 @@ from societies.backends.base import (
 )
 from societies.backends.batcher import Batcher
 from societies.backends.bundled import resolve_model_path
-from societies.backends.llamacpp import PLAIN_STOPS, file_identity, plain_prompt
+from societies.backends.identity import file_digest
+from societies.backends.llamacpp import PLAIN_STOPS, plain_prompt
 from societies.errors import MissingDependency, UserError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+# Options that change how fast replies come, never what they are (a resumed run may change
+# them): a greedy or seeded reply does not depend on its batch (module doc). With
+# batch_sampled a sampled reply does, but then it already depends on timing.
+EXECUTION_OPTIONS: frozenset[str] = frozenset({"max_batch_size", "batch_wait_ms"})
 
 
 class Options(BaseModel):
@@ -82,13 +98,73 @@ def _import_stack(gguf: bool) -> None:
 
 
 def _dir_identity(path: Path) -> str:
-    # Like file_identity: names, sizes and the head of each file pin a checkpoint cheaply.
+    """Names and whole-content hashes of a model directory's files (hidden ones left out)."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.iterdir() if p.is_file()):
-        digest.update(f"{file.name}:{file.stat().st_size}:".encode())
-        with file.open("rb") as fh:
-            digest.update(fh.read(1 << 20))
+    for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{file.name}:{file_digest(file)}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def hub_commit(repo_id: str, revision: str | None) -> str:
+    """The commit a hub model's ``revision`` (branch, tag or commit; default main) names.
+
+    Looked up in the local Hugging Face cache first (what ``HF_HUB_OFFLINE`` runs load), then,
+    if the hub may be reached, asked of the hub.
+
+    Raises:
+        UserError: it cannot be resolved (offline and not cached, unknown repo or revision).
+    """
+    rev = revision or "main"
+    if COMMIT.match(rev):
+        return rev
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json", revision=rev)
+    if isinstance(cached, str):
+        return Path(cached).parent.name  # .../snapshots/<commit>/config.json
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(f"transformers model {repo_id}@{rev} is not in the local Hugging Face "
+                        "cache and the hub is offline (HF_HUB_OFFLINE); download it or give "
+                        "revision: <commit>")
+    from huggingface_hub import HfApi
+
+    try:
+        sha = HfApi().model_info(repo_id, revision=rev).sha
+    except Exception as err:  # not found, no network, ...: one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"cannot resolve transformers model {repo_id}@{rev}: {first}") from None
+    if not sha:
+        raise UserError(f"cannot resolve transformers model {repo_id}@{rev}: no commit")
+    return str(sha)
+
+
+class _Chain:
+    """The sampler chain's filters and temperature as a transformers logits processor.
+
+    top-k, top-p and min-p see the untempered scores (llama.cpp's order; transformers' warpers
+    apply the temperature first), then the kept scores are divided by the temperature.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        s, cut = self.settings, -math.inf
+        scores = scores.float()
+        if 0 < s.top_k < scores.shape[-1]:
+            kth = torch.topk(scores, s.top_k, dim=-1).values[..., -1:]
+            scores = scores.masked_fill(scores < kth, cut)
+        if s.top_p < 1.0:  # keep the best tokens until their mass reaches top_p, that one too
+            ordered, order = torch.sort(scores, dim=-1, descending=True)
+            probs = ordered.softmax(-1)
+            late = probs.cumsum(-1) - probs >= s.top_p  # the mass before it already suffices
+            scores = scores.masked_fill(torch.zeros_like(late).scatter(-1, order, late), cut)
+        if s.min_p > 0:
+            best = scores.max(-1, keepdim=True).values
+            scores = scores.masked_fill(scores < best + math.log(s.min_p), cut)
+        return scores / s.temperature
 
 
 class _RowStops:
@@ -124,13 +200,15 @@ class TransformersBackend(ChatBackend):
         self.gguf: Path | None = None
         spec = options.model
         local = Path(spec).expanduser()
+        self.revision = options.revision  # a hub model's commit, once resolved
         if spec.startswith("bundled:") or local.is_file() or spec.endswith(".gguf"):
             self.gguf = resolve_model_path(spec)  # one-line UserError if missing or not GGUF
-            pin = f"{self.gguf.name}:{file_identity(self.gguf)}"
+            pin = f"{self.gguf.name}:{file_digest(self.gguf)[:16]}"
         elif local.is_dir():
             pin = f"{local.name}:{_dir_identity(local)}"
         elif HUB_ID.match(spec):
-            pin = f"{spec}@{options.revision or 'main'}"
+            self.revision = hub_commit(spec, options.revision)
+            pin = f"{spec}@{self.revision}"
         else:
             raise UserError(f"model directory not found: {local}")
         _import_stack(gguf=self.gguf is not None)
@@ -138,6 +216,7 @@ class TransformersBackend(ChatBackend):
         self._model: Any = None
         self._tokenizer: Any = None
         self._max_positions: int | None = None
+        self._eos: set[int] = set()
         self._load_lock = threading.Lock()
         self._loading: asyncio.Task[None] | None = None
         self._lone = itertools.count()
@@ -159,7 +238,7 @@ class TransformersBackend(ChatBackend):
             if self._model is not None:
                 return
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
             opts = self.options
             device = opts.device
@@ -169,7 +248,7 @@ class TransformersBackend(ChatBackend):
             dtype: Any = getattr(torch, opts.dtype) if opts.dtype != "auto" else (
                 torch.float32 if device == "cpu" else "auto")
             where = str(self.gguf.parent) if self.gguf else opts.model
-            kwargs: dict[str, Any] = {"revision": opts.revision,
+            kwargs: dict[str, Any] = {"revision": self.revision,
                                       "trust_remote_code": opts.trust_remote_code}
             if self.gguf:
                 kwargs["gguf_file"] = self.gguf.name
@@ -185,6 +264,12 @@ class TransformersBackend(ChatBackend):
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             self._max_positions = getattr(model.config, "max_position_embeddings", None)
+            eos = model.generation_config.eos_token_id
+            self._eos = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id}
+            self._eos.discard(None)
+            # transformers fills every unset field of a call's config from this one (the
+            # checkpoint's repetition penalty, top-k, ...): empty it, so only Settings count.
+            model.generation_config = GenerationConfig()
             self._tokenizer, self._model = tokenizer, model.to(device).eval()
 
     async def _load_once(self) -> None:
@@ -220,8 +305,8 @@ class TransformersBackend(ChatBackend):
                 f"{self.options.model}: {len(ids)} prompt tokens + max_tokens "
                 f"{settings.max_tokens} exceed the model's {limit} positions")
         key: tuple[Any, ...] = ("greedy",)
-        if settings.temperature > 0:
-            key = ("sample", settings.temperature, settings.top_p)
+        if settings.temperature > 0:  # a batch shares one sampler chain
+            key = ("sample", settings.temperature, settings.top_p, settings.top_k, settings.min_p)
             if settings.seed is not None and not self.options.batch_sampled:
                 key += (next(self._lone),)  # a key of its own: this call runs alone
         plain = PLAIN_STOPS if self.options.prompt_format == "plain" else ()
@@ -235,23 +320,22 @@ class TransformersBackend(ChatBackend):
 
     def _generate_batch(self, requests: list[_Request]) -> list[Reply]:
         import torch
-        from transformers import GenerationConfig, StoppingCriteriaList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         tok, model = self._tokenizer, self._model
         width = max(len(r.ids) for r in requests)
         pad = tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(r.ids)) + r.ids for r in requests])
         mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in requests])
-        eos = model.generation_config.eos_token_id
-        eos_ids = {*(eos if isinstance(eos, list) else [eos]), tok.eos_token_id} - {None}
+        eos_ids = self._eos
         first = requests[0].settings
-        # A fresh config on purpose: the checkpoint's defaults (top_k, repetition penalties)
-        # would make replies differ from what Settings says and from the other backends.
+        # transformers' own warpers off (its global default top-k is 50): _Chain does it all.
         config = GenerationConfig(
             max_new_tokens=max(r.settings.max_tokens for r in requests),
             do_sample=first.temperature > 0, pad_token_id=pad, eos_token_id=sorted(eos_ids),
-            **({"temperature": first.temperature, "top_p": first.top_p, "top_k": 0}
-               if first.temperature > 0 else {}))
+            temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0,
+            repetition_penalty=1.0, no_repeat_ngram_size=0)
+        chain = LogitsProcessorList([_Chain(first)] if first.temperature > 0 else [])
         seeds = sorted(r.settings.seed for r in requests if r.settings.seed is not None)
         if first.temperature > 0 and seeds:
             blob = ",".join(map(str, seeds)).encode()
@@ -260,7 +344,8 @@ class TransformersBackend(ChatBackend):
         with torch.inference_mode():
             out = model.generate(
                 input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                generation_config=config, stopping_criteria=StoppingCriteriaList([stops]))
+                generation_config=config, logits_processor=chain,
+                stopping_criteria=StoppingCriteriaList([stops]))
         return [self._reply(req, out[row, width:].tolist(), stops.done_at[row], eos_ids)
                 for row, req in enumerate(requests)]
 

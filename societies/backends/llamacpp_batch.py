@@ -20,15 +20,28 @@ to F16 or Q8_0 (``requantize``) goes through llamafile's GEMM yet gave the same 
 batched and alone in every comparison we ran (tests/backends/test_requant.py). Finished prompts
 stay in their streams (and in ``keep_streams`` spare ones) for a later call extending them.
 
-Prompts and sampling reuse llama-cpp-python's own request preparation (:class:`_Capture`), so
-greedy replies equal ``llamacpp``'s; sampled replies use a numpy generator seeded per request,
-so they too do not depend on the batch, but they differ from ``llamacpp``'s (own identity).
+Prompts and sampling reuse llama-cpp-python's own request preparation (:class:`_Capture`) and
+its sampler chain, one per sequence with its own seeded generator, and prompts are cut into
+calls as ``llamacpp`` cuts them (:func:`~societies.backends.llamacpp.chunk_end`). So where the
+kernels compute each row alone, a reply equals ``llamacpp``'s, greedy or sampled (SmolLM2 as
+Q4_1 or F16: tests/backends/test_parity.py). With repacked kernels it need not: on Gemma-3,
+1 of 6 greedy replies decoded beside five others differed from the reply decoded alone. The
+backend therefore keeps an identity of its own (``...:batched``): the call cache never hands
+one backend's replies to the other.
+
+This module uses llama-cpp-python's private API (``_internals.LlamaContext``,
+``Llama._create_completion``, ``Llama._init_sampler``) and llama.cpp's per-stream KV memory;
+:func:`require_llama_cpp` checks for them when a backend is created, naming the versions that
+have them (:data:`SUPPORTED`, also the pin in pyproject.toml).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.metadata
+import inspect
 import itertools
 import os
 import threading
@@ -38,9 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import llama_cpp
-import numpy as np
 from llama_cpp import Llama
-from llama_cpp._internals import LlamaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from societies.backends.base import (
@@ -51,16 +62,70 @@ from societies.backends.base import (
     Reply,
     Settings,
 )
+from societies.backends.identity import gguf_identity
 from societies.backends.llamacpp import (
+    ALIGN,
     LOAD_LOCK,
     PLAIN_STOPS,
-    file_identity,
+    chunk_end,
     model_file,
     plain_prompt,
 )
-from societies.backends.sampling import sample
+from societies.backends.sampling import llama_kwargs
+from societies.errors import ConfigError
 
-REUSE_MIN = 16  # fewer common tokens are recomputed rather than copying a whole KV stream
+REUSE_MIN = ALIGN  # fewer common tokens are recomputed rather than copying a KV stream
+
+# The llama-cpp-python releases with every private name used here (llama_n_ctx_seq, the newest,
+# came in 0.3.17); tested with 0.3.36. The same range is pinned in pyproject.toml.
+SUPPORTED = ">=0.3.17,<0.4"
+_REQUIRED = (
+    "llama_cpp.llama_n_ctx_seq", "llama_cpp.llama_batch_init", "llama_cpp.llama_batch_free",
+    "llama_cpp.llama_decode", "llama_cpp.llama_get_logits_ith", "llama_cpp.llama_vocab_is_eog",
+    "llama_cpp.llama_memory_seq_rm", "llama_cpp.llama_memory_seq_cp",
+    "llama_cpp.llama_context_params.kv_unified", "llama_cpp.llama_context_params.n_seq_max",
+    "llama_cpp._internals.LlamaContext", "llama_cpp.Llama._create_completion",
+    "llama_cpp.Llama._init_sampler", "llama_cpp.Llama.set_seed",
+)
+
+# Options that change how fast replies come, never what they are (a resumed run may change
+# them). n_threads: llama.cpp splits each product's rows between threads, each row computed the
+# same way. Not max_sequences or keep_streams: they divide n_ctx between the KV streams, so they
+# set each call's context (which prompts overflow, where a long reply is cut). Not n_batch: it
+# moves the cuts of long prompts (see llamacpp's EXECUTION_OPTIONS).
+EXECUTION_OPTIONS: frozenset[str] = frozenset({"n_threads"})
+
+
+def _has(dotted: str) -> bool:
+    module, *names = dotted.split(".")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError:
+        return False
+    for i, name in enumerate(names):
+        if isinstance(obj, type) and name in dict(getattr(obj, "_fields_", ())):
+            continue  # a ctypes struct field
+        if not hasattr(obj, name):
+            try:  # a submodule not imported yet (llama_cpp._internals)
+                obj = importlib.import_module(".".join([module, *names[: i + 1]]))
+            except ImportError:
+                return False
+            continue
+        obj = getattr(obj, name)
+    return True
+
+
+def require_llama_cpp() -> None:
+    """Raise ConfigError in one line if the installed llama-cpp-python lacks what we use."""
+    missing = [name for name in _REQUIRED if not _has(name)]
+    if missing:
+        try:
+            found = importlib.metadata.version("llama-cpp-python")
+        except importlib.metadata.PackageNotFoundError:
+            found = "unknown"
+        raise ConfigError(
+            f"llamacpp_batch needs llama-cpp-python {SUPPORTED} (found {found}, which has no "
+            f"{missing[0]}): pip install 'llama-cpp-python{SUPPORTED}'")
 
 
 class Options(BaseModel):
@@ -74,7 +139,8 @@ class Options(BaseModel):
         "extra KV streams that keep finished prompts, so that a later call extending one (the "
         "same agent's next round) skips recomputing it; each stream takes its share of n_ctx"))
     n_threads: int | None = Field(None, gt=0)
-    n_batch: int = Field(512, gt=0, description="most tokens in one llama_decode call")
+    n_batch: int = Field(512, ge=2 * ALIGN, multiple_of=ALIGN,
+                         description="most tokens in one llama_decode call")
     prompt_format: Literal["chat", "plain"] = "chat"
     requantize: Literal["q8_0", "f16"] | None = Field(None, description=(
         "convert the weights to this type once (cached); see the llamacpp backend"))
@@ -102,9 +168,8 @@ class _Capture:
     """Stands in for ``Llama``: runs its request preparation, and stops where decoding starts.
 
     The chat handler renders the template and adds its stops, ``_create_completion`` tokenizes
-    and fills in the sampling defaults (top-k 40, min-p 0.05, ...); ``generate`` is where we take
-    over. Reusing that code rather than copying it keeps prompts and sampling identical to
-    ``llamacpp`` for every chat format.
+    and sets the seed; ``generate`` is where we take over. Reusing that code rather than copying
+    it keeps prompts and sampling identical to ``llamacpp`` for every chat format.
     """
 
     def __init__(self, llm: Llama) -> None:
@@ -142,9 +207,8 @@ class _Seq:
     slot: int
     prompt: list[int]
     stops: list[str]
-    params: dict[str, Any]  # llama-cpp-python's sampling parameters for this request
+    sampler: Any  # llama-cpp-python's sampler chain for this request, with its own generator
     max_new: int
-    rng: np.random.Generator
     fed: int = 0  # tokens already in the KV cache
     out: list[int] = field(default_factory=list)
     text: bytes = b""
@@ -162,10 +226,12 @@ class LlamaCppBatchBackend(ChatBackend):
     """
 
     def __init__(self, options: Options) -> None:
+        require_llama_cpp()
         self.options = options
         self.path = model_file(options.path, options.requantize)
-        self._identity = (f"llamacpp_batch:{self.path.name}:{file_identity(self.path)}:"
-                          f"{options.prompt_format}{':fa' if options.flash_attn else ''}")
+        # Equal to llamacpp's replies only where kernels compute rows alone (module doc).
+        self._identity = (f"{gguf_identity(self.path, options.prompt_format, options.flash_attn)}"
+                          ":batched")
         self.stats = BatchStats()
         self._cond = threading.Condition()
         self._pending: deque[_Request] = deque()
@@ -259,15 +325,16 @@ class LlamaCppBatchBackend(ChatBackend):
             params.n_batch = params.n_ubatch = self.options.n_batch
             params.n_seq_max = self.options.max_sequences + self.options.keep_streams
             params.kv_unified = False
-            self._ctx = LlamaContext(model=self._llm._model, params=params, verbose=False)
+            context = importlib.import_module("llama_cpp._internals").LlamaContext
+            self._ctx = context(model=self._llm._model, params=params, verbose=False)
         self._share = llama_cpp.llama_n_ctx_seq(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(self.options.n_batch, 0, 1)
 
-    def _format(self, request: _Request) -> tuple[list[int], list[str], dict[str, Any]]:
+    def _format(self, request: _Request) -> tuple[list[int], list[str], Any]:
+        """The prompt tokens, stop strings and sampler chain ``llamacpp`` would use."""
         settings, capture = request.settings, _Capture(self._llm)
         # Exactly the arguments llamacpp passes, hence its prompt, stops and sampler settings.
-        common: dict[str, Any] = {"temperature": settings.temperature, "top_p": settings.top_p,
-                                  "max_tokens": settings.max_tokens, "seed": settings.seed}
+        common = llama_kwargs(settings)
         try:
             if self.options.prompt_format == "chat":
                 Llama.create_chat_completion(
@@ -280,13 +347,19 @@ class LlamaCppBatchBackend(ChatBackend):
                                           stop=[*PLAIN_STOPS, *settings.stop], **common)
         except _Captured as got:
             stops = [capture.stop] if isinstance(capture.stop, str) else list(capture.stop)
-            return got.tokens, [s for s in stops if s], got.params
+            # _create_completion has just set the Llama's seed (Llama.set_seed); the chain is
+            # built as Llama.generate builds it, so its draws are llamacpp's draws.
+            known = inspect.signature(Llama._init_sampler).parameters
+            sampler = self._llm._init_sampler(
+                **{k: v for k, v in got.params.items() if k in known})
+            return got.tokens, [s for s in stops if s], sampler
         raise BackendError(f"{self.path.name}: llama-cpp-python never reached generate()")
 
     def _admit(self, request: _Request, slot: int) -> None:
         try:
-            prompt, stops, params = self._format(request)
+            prompt, stops, sampler = self._format(request)
             if len(prompt) >= self._share:
+                sampler.close()
                 raise ContextOverflowError(
                     f"{self.path.name}: prompt of {len(prompt)} tokens does not fit the "
                     f"{self._share} tokens of context per sequence (n_ctx {self.options.n_ctx}"
@@ -296,9 +369,8 @@ class LlamaCppBatchBackend(ChatBackend):
             self._resolve(request, err if isinstance(err, BackendError)
                           else BackendError(f"{self.path.name}: {err}"))
             return
-        seq = _Seq(request, slot, prompt, stops, params,
-                   min(request.settings.max_tokens, self._share - len(prompt)),
-                   np.random.default_rng(request.settings.seed))
+        seq = _Seq(request, slot, prompt, stops, sampler,
+                   min(request.settings.max_tokens, self._share - len(prompt)))
         seq.fed = self._reuse(slot, prompt)
         self._active.append(seq)
 
@@ -316,7 +388,8 @@ class LlamaCppBatchBackend(ChatBackend):
                            if a != b), min(len(kept), len(prompt)))
             if common > best or (common == best and free == slot):
                 best, source = common, free
-        best = min(best, len(prompt) - 2)  # leave a chunk of >= 2 tokens (see _step)
+        # Leave a chunk of >= 2 tokens and cut where a fresh computation would (see _step).
+        best = min(best, len(prompt) - 2) // ALIGN * ALIGN
         if best < REUSE_MIN:
             best, source = 0, slot
         if source == slot and best:
@@ -375,14 +448,12 @@ class LlamaCppBatchBackend(ChatBackend):
         # A prompt chunk and the decode tokens go to separate llama_decode calls: llama.cpp's
         # kernels round differently for one token per stream than for several, so a chunk
         # sharing a ubatch with decode tokens (one token each) would change with the company.
-        # Prompt chunks therefore always hold >= 2 tokens, and KV from prompts (reusable) and
-        # from decoding (not reused) never mix.
+        # Prompt chunks are cut by chunk_end (>= 2 tokens, aligned), and KV from prompts
+        # (reusable) and from decoding (not reused) never mix.
         filling = next((s for s in self._active if s.fed < len(s.prompt)), None)
         if filling is not None:
-            left = len(filling.prompt) - filling.fed
-            take = min(left, self.options.n_batch)
-            self._decode([(filling, filling.prompt[filling.fed:filling.fed + take
-                                                   - (left - take == 1)])])
+            stop = chunk_end(filling.fed, len(filling.prompt), self.options.n_batch)
+            self._decode([(filling, filling.prompt[filling.fed:stop])])
         decoding = [s for s in self._active if s.fed >= len(s.prompt)]
         if decoding:  # llama.cpp batches streams only in increasing, consecutive id order
             self._decode([(s, s.out[-1:]) for s in sorted(decoding, key=lambda s: s.slot)])
@@ -404,12 +475,8 @@ class LlamaCppBatchBackend(ChatBackend):
         self.stats.decode_calls += 1
         self.stats.tokens_decoded += n
         self.stats.max_sequences_per_call = max(self.stats.max_sequences_per_call, len(work))
-        n_vocab = self._llm.n_vocab()
-        for seq, row in rows:
-            ptr = llama_cpp.llama_get_logits_ith(self._ctx.ctx, row)
-            logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
-            self._advance(seq, sample(logits, seq.out, seq.params, seq.rng,
-                                      self._llm.last_n_tokens_size))
+        for seq, row in rows:  # the sampler reads the row's logits from the context
+            self._advance(seq, seq.sampler.sample(self._ctx, row))
 
     def _advance(self, seq: _Seq, token: int) -> None:
         if llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, token):
@@ -435,6 +502,7 @@ class LlamaCppBatchBackend(ChatBackend):
             llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq.slot, -1, -1)
         self._active.remove(seq)
         self._free.add(seq.slot)
+        seq.sampler.close()
         if result is not None:
             self._resolve(seq.req, result)
 

@@ -15,6 +15,16 @@ Failures are raised as what the engine should make of them:
 
 The API key is read from the variable named by ``api_key_env``; it never appears in options,
 identity, records, logs, error messages or reprs.
+
+Sampling (``sampling_params``). With ``full`` (the default) every request carries every knob of
+:mod:`societies.backends.sampling`: ``top_k`` and ``min_p`` (0 = off) and the penalties at their
+off values, ``repeat_penalty`` (llama.cpp's name; llama-cpp-python's server defaults it to 1.1)
+and ``repetition_penalty`` (vLLM's, which otherwise takes the model's generation_config), so the
+server's defaults (top-k 40, min-p 0.05 in llama.cpp) are not in effect. llama.cpp's servers
+and vLLM take these fields; servers ignore fields they do not know. With ``openai``, for the
+OpenAI API itself (which rejects unknown fields), only temperature, top_p, seed, stop and
+max_tokens are sent, and settings that need more (top_k or min_p on) are refused:
+:meth:`OpenAIBackend.check_settings` says so before a run starts.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -42,6 +52,7 @@ from societies.backends.base import (
     TransientBackendError,
 )
 from societies.backends.limits import RequestLimiter, parse_retry_after
+from societies.backends.sampling import finish_reason
 from societies.errors import MissingDependency, UserError
 
 if TYPE_CHECKING:
@@ -52,6 +63,16 @@ _CONTEXT = re.compile(r"context[ _](length|window)|maximum context|too many toke
 _NO_MODEL = re.compile(r"model.{0,200}(not found|does not exist|not exist|unknown)|"
                        r"(unknown|invalid) model", re.I | re.S)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# Options that change how fast or how politely replies come, never what they are (a resumed
+# run may change them): limits, waits, and which variable holds the key.
+EXECUTION_OPTIONS: frozenset[str] = frozenset({
+    "timeout", "connect_wait", "requests_per_minute", "tokens_per_minute", "max_concurrent",
+    "api_key_env"})
+
+# What `sampling_params: full` adds to every request: the knobs beyond OpenAI's own, off.
+_PENALTIES_OFF = {"repeat_penalty": 1.0, "repetition_penalty": 1.0,
+                  "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
 class EndpointError(UserError):
@@ -72,6 +93,10 @@ class Options(BaseModel):
     tokens_per_minute: int | None = Field(None, gt=0)
     max_concurrent: int = Field(8, gt=0)
     extra_body: dict[str, Any] = Field(default_factory=dict, description="added to each request")
+    sampling_params: Literal["full", "openai"] = Field("full", description=(
+        "full: send top_k, min_p and the penalties (off) too, as llama.cpp servers and vLLM "
+        "take them; openai: only OpenAI's own fields, for endpoints that reject others "
+        "(settings with top_k or min_p on are then refused)"))
 
     @field_validator("base_url", "api_key_env", "extra_body")
     @classmethod
@@ -87,6 +112,23 @@ class Options(BaseModel):
         if info.field_name == "extra_body" and {"model", "messages"} & set(value):
             raise ValueError("may not set model or messages")
         return value
+
+
+def check_settings(options: Options, settings: Settings) -> None:
+    """Raise ValueError (one line) if this endpoint cannot apply ``settings`` exactly.
+
+    Only ``sampling_params: openai`` refuses anything: top_k or min_p switched on.
+    """
+    if options.sampling_params != "openai":
+        return
+    on = [f"{name}={value}" for name, value, off in
+          (("top_k", settings.top_k, 0), ("min_p", settings.min_p, 0.0)) if value != off]
+    if on:
+        raise ValueError(
+            f"openai {options.base_url} model {options.model!r} has sampling_params: openai, "
+            f"which sends only temperature, top_p, seed, stop and max_tokens, so it cannot "
+            f"apply {', '.join(on)}; switch them off (0) or use sampling_params: full with a "
+            "server that takes them (vLLM, llama.cpp)")
 
 
 @dataclass(frozen=True)
@@ -146,6 +188,8 @@ class OpenAIBackend(ChatBackend):
         self._unreachable: str | None = None  # once given up on, later callers fail at once
         self._where = f"openai {options.base_url} model {options.model!r}"  # error prefix
         self._identity = f"openai:{options.base_url}:{options.model}"
+        if options.sampling_params != "full":  # the server's own defaults then apply
+            self._identity += f":{options.sampling_params}"
         if options.extra_body:  # it can change replies, so the call cache must tell them apart
             blob = json.dumps(options.extra_body, sort_keys=True).encode()
             self._identity += ":" + hashlib.sha256(blob).hexdigest()[:8]
@@ -153,6 +197,14 @@ class OpenAIBackend(ChatBackend):
     @property
     def identity(self) -> str:
         return self._identity
+
+    def check_settings(self, settings: Settings) -> None:
+        """Raise ValueError if this endpoint cannot apply ``settings`` (see the module doc).
+
+        Call it at plan time for every agent on this model: a call with such settings fails
+        with an :class:`EndpointError` (the run stops), which is later than it should be.
+        """
+        check_settings(self.options, settings)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend({self._identity!r})"
@@ -214,6 +266,8 @@ class OpenAIBackend(ChatBackend):
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "temperature": settings.temperature, "top_p": settings.top_p,
             "max_tokens": settings.max_tokens}
+        if self.options.sampling_params == "full":
+            body.update(top_k=settings.top_k, min_p=settings.min_p, **_PENALTIES_OFF)
         if settings.seed is not None:
             body["seed"] = settings.seed
         if settings.stop:
@@ -282,6 +336,10 @@ class OpenAIBackend(ChatBackend):
             await self._reach(state)
 
     async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        try:
+            self.check_settings(settings)
+        except ValueError as err:  # no retry fixes it: stop the run (plan time is better)
+            raise EndpointError(str(err)) from None
         state = await self._loop_state()
         if not self._reached:
             await self._reach(state)
@@ -297,7 +355,7 @@ class OpenAIBackend(ChatBackend):
         choice = data["choices"][0]
         text = (choice.get("message") or {}).get("content") or ""
         return Reply(text=text.strip(), prompt_tokens=prompt, completion_tokens=completion,
-                     finish_reason=str(choice.get("finish_reason") or "stop"),
+                     finish_reason=finish_reason(choice.get("finish_reason")),
                      logprobs=parse_logprobs(choice) if settings.logprobs is not None else None)
 
     async def aclose(self) -> None:

@@ -8,7 +8,7 @@ kernels: on this 2-core machine a prompt ran about 2x faster (figures in
 the model is the one shipped; Q8_0 (half the size) holds it to 1/254 of its block's range.
 
 The converted file lives beside the call cache (``$SOCIETIES_CACHE_DIR/models``), named after
-the source file's content hash, and is written under a temporary name then renamed, so an
+the source file's whole-content hash, and is written under a temporary name then renamed, so an
 interrupted conversion never leaves a half-written model behind.
 """
 
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Literal
 
 from societies.backends.cache import default_cache_path
-from societies.backends.llamacpp import LOAD_LOCK, file_identity
+from societies.backends.identity import file_digest
+from societies.backends.llamacpp import LOAD_LOCK
 from societies.errors import UserError
 
 WeightType = Literal["q8_0", "f16"]
@@ -45,7 +46,9 @@ def requantized(source: Path, kind: WeightType, cache_dir: Path | None = None) -
     import llama_cpp
 
     folder = cache_dir or default_cache_path().parent / "models"
-    target = folder / f"{source.stem}.{file_identity(source)}.{kind}.gguf"
+    # Named by the source's whole-content hash (its identity's digest): an edited source gets
+    # a new conversion, and a converted file's own identity hashes the converted weights.
+    target = folder / f"{source.stem}.{file_digest(source)[:16]}.{kind}.gguf"
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)

