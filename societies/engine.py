@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from societies.backends.base import BackendError, ContextOverflowError, Message
 from societies.backends.model import Model
+from societies.errors import UserError
 from societies.plan import AgentPlan, SocietyPlan
 from societies.protocols import MachineSoM, Protocol
 from societies.records import Pattern, Round, Turn, UnitRecord, unit_id
@@ -189,6 +190,8 @@ class Engine:
                         seed=seed)
         except BackendError as err:  # retries ran out, or the backend broke: a re-run redoes it
             raise UnitFailed(f"{agent.name}: {err}") from None
+        except UserError:  # the input is wrong (e.g. a model name the server does not know)
+            raise
         except Exception as err:  # any backend bug fails the unit, not the run
             raise UnitFailed(f"{agent.name}: {type(err).__name__}: {err}") from None
         try:

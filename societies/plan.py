@@ -17,6 +17,7 @@ from societies import graphs
 from societies.backends.base import Settings
 from societies.backends.registry import (
     BUNDLED_ALIASES,
+    check_sampling,
     strip_execution_options,
     validate_spec,
 )
@@ -86,14 +87,13 @@ def _agent(cfg: AgentConfig, exp: ExperimentConfig, models: dict[str, dict[str, 
     sampling = cfg.sampling.over(exp.defaults.sampling) if cfg.sampling else exp.defaults.sampling
     model_ref = cfg.model or default_model or exp.defaults.model
     trait = cfg.trait or exp.defaults.trait
-    return AgentPlan(
-        name=cfg.name,
-        card=load_card(trait, f"{where}.trait"),
-        model=_model_name(model_ref, models, f"{where}.model"),
-        settings=Settings(temperature=sampling.temperature, max_tokens=sampling.max_tokens,
-                          top_p=sampling.top_p, top_k=sampling.top_k, min_p=sampling.min_p,
-                          seed=sampling.seed, stop=tuple(sampling.stop)),
-    )
+    model = _model_name(model_ref, models, f"{where}.model")
+    settings = Settings(temperature=sampling.temperature, max_tokens=sampling.max_tokens,
+                        top_p=sampling.top_p, top_k=sampling.top_k, min_p=sampling.min_p,
+                        seed=sampling.seed, stop=tuple(sampling.stop))
+    check_sampling({**BUNDLED_ALIASES, **models}[model], settings, f"{where}.sampling")
+    return AgentPlan(name=cfg.name, card=load_card(trait, f"{where}.trait"), model=model,
+                     settings=settings)
 
 
 def _society_agents(soc: SocietyConfig, exp: ExperimentConfig, models: dict[str, dict[str, Any]],

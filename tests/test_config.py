@@ -142,3 +142,13 @@ def test_sampling_vocabulary_is_validated_with_its_field_path(
                                                         "sampling": {"min_p": 2}}), capsys)
     assert code == 2 and "defaults.sampling.min_p: Input should be less than or equal to 1" in err
     assert not out.exists()
+
+
+def test_sampling_an_endpoint_cannot_apply_is_refused_before_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = config(models={"api": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                 "model": "m", "sampling_params": "openai"}},
+                 defaults={"model": "api", "sampling": {"top_k": 5}})
+    code, err, out = run_cli(tmp_path, cfg, capsys)
+    assert code == 2 and "societies[0].sampling: openai" in err and "top_k=5" in err
+    assert not out.exists()

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from societies.backends.base import ChatBackend
+from societies.backends.base import ChatBackend, Settings
 from societies.errors import ConfigError
 
 BACKENDS: dict[str, str] = {
@@ -115,6 +115,22 @@ def strip_execution_options(ref: Any) -> Any:
         return dict(ref)
     execution: frozenset[str] = getattr(module, "EXECUTION_OPTIONS", frozenset())
     return {k: v for k, v in spec.items() if k not in execution}
+
+
+def check_sampling(raw: Mapping[str, Any], settings: Settings, where: str) -> None:
+    """Refuse, before a run starts, sampling settings the model's endpoint cannot apply.
+
+    A backend module may define ``check_settings(options, settings)`` raising ValueError
+    (``openai`` with ``sampling_params: openai`` cannot send top_k or min_p).
+    """
+    spec = validate_spec(raw, where)
+    check = getattr(backend_module(spec.backend), "check_settings", None)
+    if check is None:
+        return
+    try:
+        check(spec.options, settings)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 class BackendPool:
