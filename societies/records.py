@@ -28,7 +28,7 @@ class Turn(BaseModel):
     answer: str | None = Field(description=(
         "the canonical final answer (what majority, consensus and conformity compare); None if "
         "no answer could be extracted"))
-    raw_answer: str | None = Field(None, description="the span of the reply the answer was read from")
+    raw_answer: str | None = Field(None, description="the span the answer was read from")
     correct: bool
     finish_reason: FinishReason = Field("stop", description=(
         "stop (the model ended), length (cut at max_tokens) or error (the call failed)"))
