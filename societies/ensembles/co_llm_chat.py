@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from societies.backends.base import BackendError, ChatBackend, Message, Reply, Settings
+from societies.backends.llamacpp import ALIGN, chunk_end
 from societies.backends.registry import ModelSpec
 from societies.ensembles.base import Method, TokenBackend, reusable_prefix
 from societies.errors import ConfigError, MissingDependency
@@ -83,11 +84,13 @@ class LlamaHiddenStates:
         ctx = self.llm._ctx
         ctx.kv_cache_seq_rm(-1, start, -1)
         hidden, logits = [], []
-        step = self.llm.n_batch
-        starts = list(range(0, len(tokens), step))
-        if len(tokens) > step and len(tokens) % step == 1:
-            # No chunk of one token after others: one-token steps round differently.
-            starts = [0, *range(step - 1, len(tokens), step)]
+        # Cut as the chat backend cuts a prompt (no call of one token after others; calls from
+        # a multiple of ALIGN when ``start`` is one), so a prompt computed from a reused prefix
+        # gets the numbers of a fresh computation.
+        starts = [0]
+        while (end := chunk_end(start + starts[-1], start + len(tokens),
+                                self.llm.n_batch) - start) < len(tokens):
+            starts.append(end)
         for i, end in zip(starts, [*starts[1:], len(tokens)], strict=True):
             chunk = list(tokens[i:end])
             first = max(0, keep_from - i)
@@ -128,15 +131,18 @@ class LlamaHiddenStates:
         """A call begins with ``prompt``: its first evaluation reuses only the KV of the
         previous prompt's prefix, never of tokens generated after it (those were computed one
         per step, which rounds differently: a reply would depend on the call before)."""
-        self._limit = reusable_prefix(self._prompt, prompt, len(self._tokens))
+        # Only up to a multiple of ALIGN: Gemma-3's Q4_K kernels round a row by its place in
+        # its llama_decode call (the hidden state of a follow-up moved by up to 1.03 otherwise).
+        self._limit = reusable_prefix(self._prompt, prompt, len(self._tokens)) // ALIGN * ALIGN
         self._prompt = list(prompt)
 
     def last(self, tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Hidden state and next-token log-probabilities after ``tokens`` (prefix reused)."""
         limit = len(tokens) - 1  # the last position is evaluated anew
-        if self._limit is not None:
-            limit, self._limit = min(limit, self._limit), None
-        common = self._common(tokens, limit)
+        first, self._limit = self._limit, None
+        common = self._common(tokens, limit if first is None else min(limit, first))
+        if first is not None:
+            common = common // ALIGN * ALIGN  # a call's prompt starts aligned (see start)
         hidden, logits = self._eval(tokens[common:], common, len(tokens) - common - 1)
         self._tokens = list(tokens)
         z = logits[-1].astype(np.float64)

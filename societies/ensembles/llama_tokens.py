@@ -2,9 +2,17 @@
 
 Only the last position's logits are kept (``logits_all=False``). Appended tokens are evaluated
 when ``next_logprobs`` is next asked for, so a truncate-then-append hand-off costs one batch,
-and after a bare ``truncate`` only the new last token is re-evaluated. A new prompt keeps only
-the KV of what it shares with the previous *prompt* (:func:`~societies.ensembles.base.
-reusable_prefix`), so a reply never depends on the calls before it.
+and after a bare ``truncate`` past the prompt only the new last token is re-evaluated.
+
+A reply never depends on the calls before it. llama.cpp's logits depend on how a prompt is cut
+into ``llama_decode`` calls (see :mod:`societies.backends.llamacpp`): on Gemma-3's Q4_K weights,
+reusing the previous prompt's KV wherever the shared prefix ended moved a follow-up prompt's
+next-token log-probabilities by up to 0.80 against computing it afresh. So, like the ``llamacpp``
+chat backend, a new prompt keeps only the KV of what it shares with the previous *prompt*
+(:func:`~societies.ensembles.base.reusable_prefix`) cut back to a multiple of
+:data:`~societies.backends.llamacpp.ALIGN`, and the prompt's remaining tokens are cut where a
+fresh computation cuts them (:func:`~societies.backends.llamacpp.chunk_end`), in calls of their
+own: tokens appended after the prompt never share a call with it.
 """
 
 from __future__ import annotations
@@ -19,7 +27,14 @@ import numpy as np
 from societies.backends.base import ContextOverflowError, Message
 from societies.backends.bundled import resolve_model_path
 from societies.backends.identity import gguf_identity
-from societies.backends.llamacpp import LOAD_LOCK, PLAIN_STOPS, model_file, plain_prompt
+from societies.backends.llamacpp import (
+    ALIGN,
+    LOAD_LOCK,
+    PLAIN_STOPS,
+    chunk_end,
+    model_file,
+    plain_prompt,
+)
 from societies.ensembles.base import TokenBackend, reusable_prefix
 from societies.ensembles.gguf_file import (
     TOKEN_TYPE_CONTROL,
@@ -48,7 +63,8 @@ class LlamaTokenBackend(TokenBackend):
         n_ctx: context length of the KV cache.
         n_threads: CPU threads for single tokens and batches (half the cores when None).
         prompt_format: ``chat`` renders the GGUF's chat template, ``plain`` a transcript.
-        n_batch: prompt evaluation batch size.
+        n_batch: most tokens in one ``llama_decode`` call; a multiple of ``ALIGN``, at least
+            two (the ``llamacpp`` chat backend's rule: it places the cuts of long prompts).
         flash_attn: llama.cpp's fused attention kernel (it rounds differently, so it is part
             of the identity).
 
@@ -58,8 +74,11 @@ class LlamaTokenBackend(TokenBackend):
     def __init__(self, path: str | Path, n_ctx: int = 2048, n_threads: int | None = None,
                  prompt_format: PromptFormat = "chat", n_batch: int = 512,
                  flash_attn: bool = False) -> None:
-        if n_ctx < 1 or n_batch < 1:
-            raise ValueError(f"n_ctx and n_batch must be >= 1, got {n_ctx}, {n_batch}")
+        if n_ctx < 1:
+            raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
+        if n_batch < 2 * ALIGN or n_batch % ALIGN:
+            raise ValueError(f"n_batch must be a multiple of {ALIGN} and >= {2 * ALIGN}, "
+                             f"got {n_batch}")
         if prompt_format not in ("chat", "plain"):
             raise ValueError(f"prompt_format must be 'chat' or 'plain', got {prompt_format!r}")
         from llama_cpp import Llama
@@ -73,7 +92,10 @@ class LlamaTokenBackend(TokenBackend):
         threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
         with LOAD_LOCK:
             self._llm: Any = Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=threads,
-                                   n_threads_batch=threads, n_batch=n_batch, logits_all=False,
+                                   n_threads_batch=threads, n_batch=n_batch,
+                                   # One llama_decode call, one computation (as the chat
+                                   # backend): llama.cpp would split a call into n_ubatch parts.
+                                   n_ubatch=n_batch, logits_all=False,
                                    flash_attn=flash_attn, verbose=False)
         self._vocab = self._llm._model.vocab
         self._n_vocab = int(self._llm.n_vocab())
@@ -81,6 +103,7 @@ class LlamaTokenBackend(TokenBackend):
         self._identity = gguf_identity(self.path, prompt_format, flash_attn)
         self._tokens: list[int] = []  # the sequence; the first _n_eval are in the KV cache
         self._prompt: list[int] = []  # the tokens of the last reset
+        self._n_prompt = 0  # how many leading tokens of _tokens are still that prompt
         self._n_eval = 0
         self._logits: np.ndarray | None = None  # logits at position _n_eval - 1, None if stale
         self._logprobs: np.ndarray | None = None
@@ -159,10 +182,15 @@ class LlamaTokenBackend(TokenBackend):
         return self._vocabulary
 
     def reset(self, tokens: Sequence[int]) -> None:
-        keep = reusable_prefix(self._prompt, tokens, self._n_eval)
+        # Only an aligned part of the previous prompt's KV is kept (module doc), and none past
+        # a truncation into it (what was appended there was not computed as a prompt is);
+        # _evaluate computes the rest from there in a fresh computation's calls.
+        keep = reusable_prefix(self._prompt[:self._n_prompt], tokens, self._n_eval)
+        keep = keep // ALIGN * ALIGN
         self.truncate(keep)
         self.append(tokens[keep:])
         self._prompt = list(tokens)
+        self._n_prompt = len(tokens)
 
     def append(self, tokens: Sequence[int]) -> None:
         # Evaluation waits for next_logprobs: a member nobody reads this step (a gated
@@ -181,6 +209,7 @@ class LlamaTokenBackend(TokenBackend):
         if length == len(self._tokens):
             return
         del self._tokens[length:]
+        self._n_prompt = min(self._n_prompt, length)
         self._logprobs = None
         if length < self._n_eval:
             self._llm._ctx.kv_cache_seq_rm(-1, length, -1)
@@ -189,26 +218,28 @@ class LlamaTokenBackend(TokenBackend):
 
     def _evaluate(self) -> np.ndarray:
         """Evaluate pending tokens; return the last position's logits."""
-        if self._n_eval == len(self._tokens) and self._logits is None:
-            if not self._tokens:
-                raise RuntimeError("next_logprobs on an empty sequence: reset() first")
-            # Truncated back into evaluated tokens: only the last one needs re-evaluating.
-            self._n_eval -= 1
-            self._llm._ctx.kv_cache_seq_rm(-1, self._n_eval, -1)
-        if self._n_eval < len(self._tokens):
-            self._llm.n_tokens = self._n_eval
-            pending = self._tokens[self._n_eval:]
-            batch = self._llm.n_batch
-            if len(pending) > batch and len(pending) % batch == 1:
-                # eval() cuts every n_batch tokens: a last chunk of one token would take the
-                # one-token path, which rounds differently. Cut a shorter first chunk instead.
-                self._llm.eval(pending[:batch - 1])
-                pending = pending[batch - 1:]
-            self._llm.eval(pending)  # batches; drops KV beyond n_tokens
-            self._n_eval = len(self._tokens)
-            ptr = self._llm._ctx.get_logits_ith(-1)
-            self._logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
-        assert self._logits is not None
+        if self._n_eval == len(self._tokens) and self._logits is not None:
+            return self._logits
+        if not self._tokens:
+            raise RuntimeError("next_logprobs on an empty sequence: reset() first")
+        # Truncated back into evaluated tokens: the new last one needs re-evaluating.
+        start = min(self._n_eval, len(self._tokens) - 1)
+        if start < self._n_prompt:
+            # Prompt tokens are computed as a fresh computation computes them: from a multiple
+            # of ALIGN, and never the last one alone (chunk_end cuts no one-token call).
+            start = start // ALIGN * ALIGN
+            if self._n_prompt - start == 1:
+                start = max(0, start - ALIGN)
+        self._llm.n_tokens = start  # eval() drops the KV from here on
+        for end in (self._n_prompt, len(self._tokens)):
+            while self._llm.n_tokens < end:
+                # Prompt: the fresh cuts. After it: one call per n_batch, none of one token
+                # after others (generated tokens come one per call or as one hand-off).
+                stop = chunk_end(self._llm.n_tokens, end, self._llm.n_batch)
+                self._llm.eval(self._tokens[self._llm.n_tokens:stop])
+        self._n_eval = len(self._tokens)
+        ptr = self._llm._ctx.get_logits_ith(-1)
+        self._logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
         return self._logits
 
     def next_logprobs(self) -> np.ndarray:
