@@ -59,8 +59,13 @@ def test_quickstart_config_runs_its_first_question_on_the_real_model(
     assert main(["run", str(config), "--out", str(tmp_path / "q"), "--limit", "1",
                  "--quiet"]) == 0
     records = RunStore(tmp_path / "q").records()
-    assert [r.strategy for r in records] == ["00", "01"]
+    assert [r.strategy for r in records] == ["00", "11"]
     assert all(r.status == "ok" and len(r.rounds) == 3 for r in records)
-    # Round 0 and the debate round are shared by both strategies: 3 + 3 + 2 x 3 calls.
-    assert "spent: 12 calls (0 from cache)" in capsys.readouterr().out
+    # Round 0 is shared by both strategies: 3 + 2 x 2 x 3 calls.
+    assert "spent: 15 calls (0 from cache)" in capsys.readouterr().out
+    # Every turn says how it ended and what was read from it.
+    turns = [t for r in records for rd in r.rounds for t in rd.turns]
+    assert {t.finish_reason for t in turns} <= {"stop", "length"}
+    assert all(t.model == "smollm2-f16" and t.seed is not None for t in turns)
+    assert all(t.answer is None or t.raw_answer for t in turns)
     assert all(t.reply and not t.error for r in records for rd in r.rounds for t in rd.turns)
