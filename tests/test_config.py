@@ -152,3 +152,38 @@ def test_sampling_an_endpoint_cannot_apply_is_refused_before_the_run(
     code, err, out = run_cli(tmp_path, cfg, capsys)
     assert code == 2 and "societies[0].sampling: openai" in err and "top_k=5" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ({"extract": [{"regex": "ANS=\\w+"}]}, "task.answer.extract[0].regex: "),
+    ({"extract": [{"regex": "ANS=(\\w+"}]}, "task.answer.extract[0].regex: "),
+    ({"kind": "colour"}, "task.answer.kind: "),
+])
+def test_bad_answer_settings_are_one_line_and_write_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], answer: dict[str, object],
+        expected: str) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "What is 8 + 8?", "answer": "16"}\n')
+    cfg = config(task={"name": "jsonl", "path": str(questions), "answer": answer})
+    code, err, out = run_cli(tmp_path, cfg, capsys)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_list_answer_in_a_file_whose_kind_is_not_set_names_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "2 + 2?", "answer": "4"}\n'
+                         '{"question": "A prime under 4?", "answer": ["2", "3"]}\n')
+    cfg = config(task={"name": "jsonl", "path": str(questions), "answer": {"kind": "number"}})
+    code, err, out = run_cli(tmp_path, cfg, capsys)
+    assert code == 2 and f"{questions}:2:" in err and not out.exists()
+
+
+def test_execution_only_model_options_leave_the_identity_alone() -> None:
+    def identity(**options: object) -> str:
+        model = {"backend": "llamacpp", "path": "bundled:smollm2", **options}
+        return parse_config(config(models={"m": model}, defaults={"model": "m"})).identity()
+
+    assert identity(n_threads=2) == identity(n_threads=8) == identity()
+    assert identity(n_ctx=2048) != identity(n_ctx=4096)  # decides which calls overflow

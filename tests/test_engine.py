@@ -353,3 +353,24 @@ async def test_paired_seeding_shares_seeds_across_societies_not_repeats(tmp_path
     assert independent[("S1", 0, "agent1")] != independent[("S1", 1, "agent1")]
     assert json.loads((tmp_path / "independent" / "config.json").read_text())[
         "effective"]["seeding"] == "independent"
+
+
+async def test_equal_answers_written_differently_are_one_cluster(tmp_path: Path) -> None:
+    replies = {"agent1": "So 2 + 14 = 16.", "agent2": "The answer is 16.0", "agent3": "$16"}
+    backend = ScriptedBackend(lambda messages: replies[speaker(messages)])
+    cfg = config(rounds=0, strategies=[""],
+                 task={"name": "jsonl", "path": str(write_questions(tmp_path))})
+    run = make_run(tmp_path / "run", cfg, backend)
+    summary = await run.execute(progress=False)
+    (record,) = run.store.records()
+    turns = record.rounds[0].turns
+    assert [t.raw_answer for t in turns] == ["16", "16.0", "$16"]
+    assert [t.answer for t in turns] == ["16", "16", "16"] and all(t.correct for t in turns)
+    (rnd,) = summary.groups[0].rounds
+    assert rnd.n_clusters == 1 and rnd.majority_accuracy == 1
+
+
+def write_questions(folder: Path) -> Path:
+    path = folder / "sums.jsonl"
+    path.write_text('{"question": "What is 8 + 8?", "answer": "16"}\n')
+    return path
