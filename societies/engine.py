@@ -18,7 +18,7 @@ from societies.backends.base import BackendError, ContextOverflowError, Message
 from societies.backends.model import Model
 from societies.errors import UserError
 from societies.plan import AgentPlan, SocietyPlan
-from societies.protocols import MachineSoM, Protocol
+from societies.protocols import MachineSoM, Protocol, RoundPrompt
 from societies.records import Pattern, Round, Turn, UnitRecord, unit_id
 from societies.strategies import Strategy
 from societies.tasks import Question, Task
@@ -159,35 +159,33 @@ class Engine:
         prompts = self.protocol.round_prompts(society, latest, strategy, k, self.task)
         label = strategy.prefix(k + 1)
 
-        async def advance(agent: AgentPlan, state: AgentState, pattern: Pattern,
-                          msg: Message) -> AgentState:
+        async def advance(agent: AgentPlan, state: AgentState, prompt: RoundPrompt) -> AgentState:
             if state.ended:
                 dead = state.turns[-1].model_copy(update=dict(
-                    pattern=pattern, reply="", prompt_tokens=0, completion_tokens=0, retries=0,
-                    cached=False, latency_s=0.0))
+                    pattern=prompt.pattern, reply="", prompt_tokens=0, completion_tokens=0,
+                    retries=0, cached=False, latency_s=0.0, saw=[]))
                 return AgentState(state.messages, (*state.turns, dead))
-            msgs = (*state.messages, msg)
+            msgs = (*state.messages, prompt.message)
             seed = self.seed_for(society, agent, repeat, question, label)
-            turn = await self._turn(agent, msgs, pattern, question, seed)
+            turn = await self._turn(agent, msgs, prompt.pattern, question, seed, prompt.saw)
             return AgentState((*msgs, Message("assistant", turn.reply)), (*state.turns, turn))
 
         try:
             return tuple(await gather_or_fail([
-                advance(agent, state, pattern, msg)
-                for agent, state, (pattern, msg) in zip(society.agents, parent, prompts,
-                                                        strict=True)]))
+                advance(agent, state, prompt)
+                for agent, state, prompt in zip(society.agents, parent, prompts, strict=True)]))
         except UnitFailed as err:
             return err.after(parent)
 
     async def _turn(self, agent: AgentPlan, messages: Sequence[Message], pattern: Pattern,
-                    question: Question, seed: int) -> Turn:
+                    question: Question, seed: int, saw: Sequence[str] = ()) -> Turn:
         settings = replace(agent.settings, seed=seed)
         try:
             reply = await self.models[agent.model].generate(messages, settings, slot=self.limit)
         except ContextOverflowError as err:  # the history outgrew the model: this branch ends
             return Turn(agent=agent.name, pattern=pattern, reply="", answer=None,
                         correct=False, error=str(err), finish_reason="error", model=agent.model,
-                        seed=seed)
+                        seed=seed, saw=list(saw))
         except BackendError as err:  # retries ran out, or the backend broke: a re-run redoes it
             raise UnitFailed(f"{agent.name}: {err}") from None
         except UserError:  # the input is wrong (e.g. a model name the server does not know)
@@ -204,7 +202,8 @@ class Engine:
                     prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                     retries=reply.retries, cached=reply.cached,
                     finish_reason="length" if reply.finish_reason == "length" else "stop",
-                    model=agent.model, seed=seed, latency_s=round(reply.latency_s, 4))
+                    model=agent.model, seed=seed, latency_s=round(reply.latency_s, 4),
+                    saw=list(saw))
 
     def _record(self, society: SocietyPlan, strategy: Strategy, question: Question, repeat: int,
                 node: Node | UnitFailed) -> UnitRecord:
@@ -213,6 +212,7 @@ class Engine:
             task=self.task.name, question_id=question.id, society=society.name,
             strategy=strategy.label, repeat=repeat, gold=question.gold,
             agents=[a.name for a in society.agents],
+            traits=[a.card.name for a in society.agents],
         )
         if isinstance(node, UnitFailed):
             done = _rounds(node.completed) if node.completed is not None else []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from societies.backends.base import Message
 from societies.cards import render
@@ -16,6 +17,22 @@ from societies.plan import SocietyPlan
 from societies.records import Pattern, Turn
 from societies.strategies import Strategy
 from societies.tasks import Question, Task
+
+
+@dataclass(frozen=True)
+class RoundPrompt:
+    """What one agent is asked in a round after round 0.
+
+    Attributes:
+        pattern: debate or reflection.
+        message: the user message appended to the agent's history.
+        saw: the agents whose replies the message shows, in society order (empty when it shows
+            none); recorded in the turn so exposure measures need only the records.
+    """
+
+    pattern: Pattern
+    message: Message
+    saw: tuple[str, ...] = ()
 
 
 class Protocol(abc.ABC):
@@ -34,8 +51,8 @@ class Protocol(abc.ABC):
 
     @abc.abstractmethod
     def round_prompts(self, society: SocietyPlan, latest: Mapping[str, Turn],
-                      strategy: Strategy, k: int, task: Task) -> list[tuple[Pattern, Message]]:
-        """Round ``k + 1``: each agent's pattern and the user message appended to its history."""
+                      strategy: Strategy, k: int, task: Task) -> list[RoundPrompt]:
+        """Round ``k + 1``: each agent's pattern, message and what it shows, in society order."""
 
 
 class MachineSoM(Protocol):
@@ -54,17 +71,18 @@ class MachineSoM(Protocol):
                 for a in society.agents]
 
     def round_prompts(self, society: SocietyPlan, latest: Mapping[str, Turn],
-                      strategy: Strategy, k: int, task: Task) -> list[tuple[Pattern, Message]]:
-        prompts: list[tuple[Pattern, Message]] = []
+                      strategy: Strategy, k: int, task: Task) -> list[RoundPrompt]:
+        prompts: list[RoundPrompt] = []
         for i, agent in enumerate(society.agents):
             if strategy.pattern(k, i) == "debate":
-                others = [{"label": name, "reply": latest[name].reply}
-                          for name in society.sources_for(agent.name) if not latest[name].error]
+                seen = [name for name in society.sources_for(agent.name)
+                        if not latest[name].error]
+                others = [{"label": name, "reply": latest[name].reply} for name in seen]
                 text = render("debate", others=others, answer_form=task.answer_form)
-                prompts.append(("debate", Message("user", text)))
+                prompts.append(RoundPrompt("debate", Message("user", text), tuple(seen)))
             else:
                 text = render("reflection", answer_form=task.answer_form)
-                prompts.append(("reflection", Message("user", text)))
+                prompts.append(RoundPrompt("reflection", Message("user", text)))
         return prompts
 
 

@@ -35,6 +35,9 @@ class Turn(BaseModel):
     model: str = Field("", description="the model's name in the config")
     seed: int | None = Field(None, description="the sampling seed of this call")
     latency_s: float = Field(0.0, ge=0, description="seconds the call took (0 when cached)")
+    saw: list[str] = Field([], description=(
+        "the agents whose latest replies this turn's prompt showed (debate), in society order; "
+        "empty for round 0 and reflection, or a debate turn shown nothing"))
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retries: int = 0
@@ -63,6 +66,7 @@ class UnitRecord(BaseModel):
     repeat: int
     gold: Gold
     agents: list[str]
+    traits: list[str] = Field([], description="each agent's trait card name, in society order")
     rounds: list[Round] = Field(description="round 0 (answer) then one per strategy symbol")
     status: Literal["ok", "failed"] = "ok"
     error: str | None = None

@@ -59,6 +59,11 @@ async def test_who_sees_whom_follows_the_graph(tmp_path: Path) -> None:
     await run.execute(progress=False)
     seen = {speaker(c): shown_tags(c[-1]) for c in backend.calls if len(c) > 2}
     assert seen == {"agent1": [], "agent2": ["agent1@0"], "agent3": ["agent2@0"]}
+    # The records say the same, so exposure is computable from records alone.
+    record = run.store.records()[0]
+    assert [t.saw for t in record.rounds[1].turns] == [[], ["agent1"], ["agent2"]]
+    assert [t.saw for t in record.rounds[0].turns] == [[], [], []]
+    assert record.traits == ["overconfident", "overconfident", "easy-going"]
 
 
 async def test_explicit_edges_and_mixed_round(tmp_path: Path) -> None:
