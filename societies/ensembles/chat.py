@@ -19,10 +19,10 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from societies.backends.base import BackendError, ChatBackend, Message, Reply, Settings
+from societies.backends.base import ChatBackend, Message, Reply, Settings
 from societies.backends.registry import ModelSpec
 from societies.ensembles.base import Method, TokenBackend, blame
-from societies.ensembles.decode import decode, make_picker
+from societies.ensembles.decode import decode_chat
 from societies.errors import ConfigError
 
 MethodName = Literal["average", "logit_average", "unite", "gac", "contrastive", "proxy_tuning",
@@ -213,6 +213,11 @@ class EnsembleBackend(ChatBackend):
             self._members, self._method = members, method
         return self._members
 
+    def _loaded(self) -> tuple[list[TokenBackend], Method]:
+        members = self.members()
+        assert self._method is not None
+        return members, self._method
+
     async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
         return await asyncio.to_thread(self._generate, messages, settings)
 
@@ -221,19 +226,8 @@ class EnsembleBackend(ChatBackend):
         with self._lock:
             # Whatever breaks inside a call fails this call (the engine fails the unit and a
             # re-run redoes it), never the run: every error leaves as a BackendError.
-            try:
-                members = self.members()
-                assert self._method is not None
-                stops = {*settings.stop, *(s for m in members for s in m.stop_strings)}
-                result = decode(members, self._method,
-                                [m.format_prompt(messages) for m in members],
-                                make_picker(settings), settings.max_tokens, sorted(stops),
-                                names=names)
-            except BackendError:
-                raise
-            except Exception as err:
-                raise BackendError(f"ensemble {self.options.method} of {', '.join(names)}: "
-                                   f"{type(err).__name__}: {err}") from err
+            result = decode_chat(self._loaded, messages, settings, names,
+                                 f"ensemble {self.options.method} of {', '.join(names)}")
         return Reply(text=result.text.strip(),
                      prompt_tokens=result.prompt_tokens[self.options.main_index],
                      completion_tokens=len(result.pieces), finish_reason=result.finish_reason,

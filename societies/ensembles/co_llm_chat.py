@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from societies.backends.base import BackendError, ChatBackend, Message, Reply, Settings
+from societies.backends.base import ChatBackend, Message, Reply, Settings
 from societies.backends.llamacpp import ALIGN, chunk_end
 from societies.backends.registry import ModelSpec
 from societies.ensembles.base import Method, TokenBackend, reusable_prefix
@@ -222,26 +222,21 @@ class CoLLMBackend(ChatBackend):
         return await asyncio.to_thread(self._generate, messages, settings)
 
     def _generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
-        from societies.ensembles.decode import decode, make_picker
+        from societies.ensembles.decode import decode_chat
 
         o = self.options
         names = (f"co_llm.base ({o.base})", f"co_llm.assistant ({o.assistant})")
-        with self._lock:
-            # Any failure fails this call (the engine fails the unit), never the run.
-            try:
-                if self._state is None:
-                    self._state = build(*self.specs, o.head, o.threshold, o.n_ctx,
-                                        self._base_identity, names)
-                members, method, _ = self._state
-                stops = {*settings.stop, *(s for m in members for s in m.stop_strings)}
-                result = decode(members, method, [m.format_prompt(messages) for m in members],
-                                make_picker(settings), settings.max_tokens, sorted(stops),
-                                names=names)
-            except BackendError:
-                raise
-            except Exception as err:
-                raise BackendError(f"co_llm of {o.base} and {o.assistant}: "
-                                   f"{type(err).__name__}: {err}") from err
+
+        def load() -> tuple[Sequence[TokenBackend], Method]:
+            if self._state is None:
+                self._state = build(*self.specs, o.head, o.threshold, o.n_ctx,
+                                    self._base_identity, names)
+            members, method, _ = self._state
+            return members, method
+
+        with self._lock:  # any failure fails this call (the engine fails the unit), not the run
+            result = decode_chat(load, messages, settings, names,
+                                 f"co_llm of {o.base} and {o.assistant}")
         info = dict(result.info)
         # Per decision, the final stop included ("steps" counts them, pieces do not).
         info["deferral_rate"] = info.get("deferred", 0.0) / max(1.0, info.get("steps", 0.0))

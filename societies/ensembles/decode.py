@@ -19,13 +19,13 @@ overflow stays what it is.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from societies.backends.base import Settings
+from societies.backends.base import BackendError, Message, Settings
 from societies.backends.sampling import sample
 from societies.ensembles.base import Method, Picker, Piece, TokenBackend, blame
 
@@ -295,3 +295,23 @@ def decode(members: Sequence[TokenBackend], method: Method, prompts: Sequence[st
     data = bytes(sync.emitted[:cut])
     return DecodeResult(data.decode("utf-8", "replace"), data, pieces, sync.prompt_lengths,
                         finish, info)
+
+
+def decode_chat(load: Callable[[], tuple[Sequence[TokenBackend], Method]],
+                messages: Sequence[Message], settings: Settings, names: Sequence[str],
+                what: str) -> DecodeResult:
+    """One chat reply from the members and method ``load`` gives, with the call's sampling.
+
+    Each member formats the messages its own way; the stop strings are the call's plus every
+    member's own. Any error but a :class:`BackendError`, loading included, becomes one prefixed
+    with ``what`` (the ensemble's description), so the engine fails the unit, not the run.
+    """
+    try:
+        members, method = load()
+        stops = {*settings.stop, *(s for m in members for s in m.stop_strings)}
+        return decode(members, method, [m.format_prompt(messages) for m in members],
+                      make_picker(settings), settings.max_tokens, sorted(stops), names=names)
+    except BackendError:
+        raise
+    except Exception as err:
+        raise BackendError(f"{what}: {type(err).__name__}: {err}") from err
