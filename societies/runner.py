@@ -114,7 +114,18 @@ class Run:
             await model.backend.check()
 
     async def execute(self, progress: bool = True) -> Summary:
-        """Run every unfinished unit, append records in order, and write the summary."""
+        """Run every unfinished unit, append records in order, and write the summary.
+
+        ``RUN/.running`` marks the directory as being written until this returns or raises,
+        so a report can say its figures are partial and a second run is refused.
+
+        Raises:
+            UserError: another live process is writing the same run directory.
+        """
+        with self.store.writing():
+            return await self._execute(progress)
+
+    async def _execute(self, progress: bool) -> Summary:
         protocol = PROTOCOLS[self.plan.config.protocol]()
         engine = Engine(self.task, self.models, self.plan.config.run.concurrency, protocol,
                         seeding=self.plan.config.seeding)
