@@ -20,7 +20,7 @@ to F16 or Q8_0 (``requantize``) goes through llamafile's GEMM yet gave the same 
 batched and alone in every comparison we ran (tests/backends/test_requant.py). Finished prompts
 stay in their streams (and in ``keep_streams`` spare ones) for a later call extending them.
 
-Prompts and sampling reuse llama-cpp-python's own request preparation (:class:`_Capture`) and
+Prompts and sampling reuse llama-cpp-python's own request preparation (:class:`Capture`) and
 its sampler chain, one per sequence with its own seeded generator, and prompts are cut into
 calls as ``llamacpp`` cuts them (:func:`~societies.backends.llamacpp.chunk_end`). So where the
 kernels compute each row alone, a reply equals ``llamacpp``'s, greedy or sampled (SmolLM2 as
@@ -63,6 +63,7 @@ from societies.backends.base import (
     Settings,
 )
 from societies.backends.identity import gguf_identity
+from societies.backends.llama_private import Capture, Captured, require_llama_cpp
 from societies.backends.llamacpp import (
     ALIGN,
     LOAD_LOCK,
@@ -72,21 +73,8 @@ from societies.backends.llamacpp import (
     plain_prompt,
 )
 from societies.backends.sampling import llama_kwargs
-from societies.errors import ConfigError
 
 REUSE_MIN = ALIGN  # fewer common tokens are recomputed rather than copying a KV stream
-
-# The llama-cpp-python releases with every private name used here (llama_n_ctx_seq, the newest,
-# came in 0.3.17); tested with 0.3.36. The same range is pinned in pyproject.toml.
-SUPPORTED = ">=0.3.17,<0.4"
-_REQUIRED = (
-    "llama_cpp.llama_n_ctx_seq", "llama_cpp.llama_batch_init", "llama_cpp.llama_batch_free",
-    "llama_cpp.llama_decode", "llama_cpp.llama_get_logits_ith", "llama_cpp.llama_vocab_is_eog",
-    "llama_cpp.llama_memory_seq_rm", "llama_cpp.llama_memory_seq_cp",
-    "llama_cpp.llama_context_params.kv_unified", "llama_cpp.llama_context_params.n_seq_max",
-    "llama_cpp._internals.LlamaContext", "llama_cpp.Llama._create_completion",
-    "llama_cpp.Llama._init_sampler", "llama_cpp.Llama.set_seed",
-)
 
 # Options that change how fast replies come, never what they are (a resumed run may change
 # them). n_threads: llama.cpp splits each product's rows between threads, each row computed the
@@ -94,38 +82,6 @@ _REQUIRED = (
 # set each call's context (which prompts overflow, where a long reply is cut). Not n_batch: it
 # moves the cuts of long prompts (see llamacpp's EXECUTION_OPTIONS).
 EXECUTION_OPTIONS: frozenset[str] = frozenset({"n_threads"})
-
-
-def _has(dotted: str) -> bool:
-    module, *names = dotted.split(".")
-    try:
-        obj: Any = importlib.import_module(module)
-    except ImportError:
-        return False
-    for i, name in enumerate(names):
-        if isinstance(obj, type) and name in dict(getattr(obj, "_fields_", ())):
-            continue  # a ctypes struct field
-        if not hasattr(obj, name):
-            try:  # a submodule not imported yet (llama_cpp._internals)
-                obj = importlib.import_module(".".join([module, *names[: i + 1]]))
-            except ImportError:
-                return False
-            continue
-        obj = getattr(obj, name)
-    return True
-
-
-def require_llama_cpp() -> None:
-    """Raise ConfigError in one line if the installed llama-cpp-python lacks what we use."""
-    missing = [name for name in _REQUIRED if not _has(name)]
-    if missing:
-        try:
-            found = importlib.metadata.version("llama-cpp-python")
-        except importlib.metadata.PackageNotFoundError:
-            found = "unknown"
-        raise ConfigError(
-            f"llamacpp_batch needs llama-cpp-python {SUPPORTED} (found {found}, which has no "
-            f"{missing[0]}): pip install 'llama-cpp-python{SUPPORTED}'")
 
 
 class Options(BaseModel):
@@ -157,38 +113,6 @@ class BatchStats:
     moves: int = 0  # sequences moved to a lower stream to close a gap
     copies: int = 0  # whole-stream KV copies (moves, reuse, keeping a prompt out of the way)
     reused_tokens: int = 0  # prompt tokens whose KV was kept from an earlier call
-
-
-class _Captured(Exception):
-    def __init__(self, tokens: list[int], params: dict[str, Any]) -> None:
-        self.tokens, self.params = tokens, params
-
-
-class _Capture:
-    """Stands in for ``Llama``: runs its request preparation, and stops where decoding starts.
-
-    The chat handler renders the template and adds its stops, ``_create_completion`` tokenizes
-    and sets the seed; ``generate`` is where we take over. Reusing that code rather than copying
-    it keeps prompts and sampling identical to ``llamacpp`` for every chat format.
-    """
-
-    def __init__(self, llm: Llama) -> None:
-        self._llm = llm
-        self._n_ctx = 1 << 30  # Llama's length check would use its own tiny context
-        self.stop: str | list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._llm, name)
-
-    def create_completion(self, *args: Any, **kwargs: Any) -> Any:
-        return Llama.create_completion(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    def _create_completion(self, **kwargs: Any) -> Any:
-        self.stop = kwargs.get("stop") or []
-        return Llama._create_completion(self, **kwargs)  # type: ignore[arg-type]
-
-    def generate(self, tokens: Sequence[int], **params: Any) -> Any:
-        raise _Captured(list(tokens), params)
 
 
 @dataclass
@@ -332,7 +256,7 @@ class LlamaCppBatchBackend(ChatBackend):
 
     def _format(self, request: _Request) -> tuple[list[int], list[str], Any]:
         """The prompt tokens, stop strings and sampler chain ``llamacpp`` would use."""
-        settings, capture = request.settings, _Capture(self._llm)
+        settings, capture = request.settings, Capture(self._llm)
         # Exactly the arguments llamacpp passes, hence its prompt, stops and sampler settings.
         common = llama_kwargs(settings)
         try:
@@ -345,7 +269,7 @@ class LlamaCppBatchBackend(ChatBackend):
             else:
                 capture.create_completion(plain_prompt(request.messages),
                                           stop=[*PLAIN_STOPS, *settings.stop], **common)
-        except _Captured as got:
+        except Captured as got:
             stops = [capture.stop] if isinstance(capture.stop, str) else list(capture.stop)
             # _create_completion has just set the Llama's seed (Llama.set_seed); the chain is
             # built as Llama.generate builds it, so its draws are llamacpp's draws.
