@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from societies.backends import llamacpp, llamacpp_batch
+from societies.backends import llama_private, llamacpp, llamacpp_batch
 from societies.backends.base import BackendError, ContextOverflowError, Message, Settings
 from societies.backends.llamacpp import ALIGN
 from societies.backends.llamacpp_batch import LlamaCppBatchBackend, Options
@@ -75,7 +75,7 @@ def test_a_missing_private_api_names_the_versions_needed(
     with pytest.raises(ConfigError) as info:
         llamacpp_batch.create(Options(path="no-such-model.gguf"), None)
     found = importlib.metadata.version("llama-cpp-python")
-    supported = llamacpp_batch.SUPPORTED
+    supported = llama_private.SUPPORTED
     assert str(info.value) == (
         f"llamacpp_batch needs llama-cpp-python {supported} (found {found}, which has no "
         f"{named}): pip install 'llama-cpp-python{supported}'")
@@ -83,7 +83,7 @@ def test_a_missing_private_api_names_the_versions_needed(
 
 def test_the_supported_range_is_pinned_and_installed() -> None:
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    supported = llamacpp_batch.SUPPORTED
+    supported = llama_private.SUPPORTED
     assert f"llama-cpp-python{supported}" in project["project"]["dependencies"]
     assert (f"llama-cpp-python[server]{supported}"
             in project["project"]["optional-dependencies"]["server"])
