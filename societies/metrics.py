@@ -13,11 +13,20 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from itertools import pairwise
 from statistics import fmean
 
-from societies.records import Turn, UnitRecord
+from societies.compact import (
+    Cell,
+    CompactUnit,
+    Grid,
+    agent_keys,
+    answers,
+    majority_answer,
+    project,
+)
+from societies.records import UnitRecord
+from societies.social import social_metrics
 from societies.summary import (
     BEHAVIOURS,
     SPLIT_KEYS,
@@ -32,77 +41,16 @@ __all__ = ["BEHAVIOURS", "SPLIT_KEYS", "SUMMARY_SCHEMA_VERSION", "GroupMetrics",
            "RoundMetrics", "Summary", "behaviour", "group_metrics", "majority_answer",
            "summarize"]
 
-@dataclass(frozen=True)
-class _Cell:
-    """One agent in one round of one unit, normalised (errors become answer None)."""
-
-    answer: str | None
-    correct: bool
-    parse_failed: bool
-    errored: bool
-    truncated: bool = False  # cut at max_tokens (never set together with errored)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-# An agent with no turn in a round: its branch ended, which is an error, not a parse failure.
-_MISSING = _Cell(answer=None, correct=False, parse_failed=False, errored=True)
-
-_Grid = list[list[_Cell]]  # [round][agent]
 _TF = {True: "t", False: "f"}  # correctness letters of the conformity split keys
 
 
-def _cell(turn: Turn | None) -> _Cell:
-    if turn is None:
-        return _MISSING
-    errored = turn.error is not None
-    answer = None if errored else turn.answer
-    return _Cell(
-        answer=answer,
-        correct=turn.correct and not errored,
-        parse_failed=answer is None and not errored,
-        errored=errored,
-        truncated=turn.finish_reason == "length" and not errored,
-        prompt_tokens=turn.prompt_tokens,
-        completion_tokens=turn.completion_tokens,
-    )
-
-
-def _grid(unit: UnitRecord) -> _Grid:
-    # Turns are in society order, so position i is agent i (names may repeat across traits).
-    n = len(unit.agents)
-    return [
-        [_cell(rnd.turns[i] if i < len(rnd.turns) else None) for i in range(n)]
-        for rnd in unit.rounds
-    ]
-
-
-def _answers(row: Sequence[_Cell]) -> list[str | None]:
-    return [c.answer for c in row]
-
-
-def majority_answer(answers: Sequence[str | None]) -> str | None:
-    """The majority answer of one round (MachineSoM's rule).
-
-    The answer held by a strict plurality of agents and by at least two of them. A tie for the
-    top count, or no answer repeated, gives None. None answers never form the majority (they are
-    not counted, so they cannot tie with or beat a real answer).
-    """
-    counts = Counter(a for a in answers if a is not None).most_common()
-    if not counts or counts[0][1] < 2:
-        return None
-    if len(counts) > 1 and counts[1][1] == counts[0][1]:
-        return None
-    return counts[0][0]
-
-
-def _majority_correct(row: Sequence[_Cell]) -> bool:
+def _majority_correct(row: Sequence[Cell]) -> bool:
     """Whether the round's majority exists and is correct.
 
     Scored as: some agent whose answer equals the majority answer has correct=True, so scoring
     stays in the task (gold may be a list, answers are canonicalised by the task's answer kind).
     """
-    maj = majority_answer(_answers(row))
+    maj = majority_answer(answers(row))
     return maj is not None and any(c.answer == maj and c.correct for c in row)
 
 
@@ -122,20 +70,13 @@ def behaviour(majority_correct_by_round: Sequence[bool]) -> str:
     return "wavering"
 
 
-def _agent_keys(agents: Sequence[str]) -> list[str]:
-    # Two agents may share a name (e.g. two "overconfident" traits); keep their keys apart.
-    if len(set(agents)) == len(agents):
-        return list(agents)
-    return [f"{name}#{i}" for i, name in enumerate(agents)]
-
-
 def _rate(num: float, den: int) -> float | None:
     return num / den if den else None
 
 
-def _answered_consensus(rows: Sequence[Sequence[_Cell]]) -> dict[str, float | int | None]:
+def _answered_consensus(rows: Sequence[Sequence[Cell]]) -> dict[str, float | int | None]:
     """The consensus fields over answered agents only (see RoundMetrics)."""
-    answered = [[a for a in _answers(row) if a is not None] for row in rows]
+    answered = [[a for a in answers(row) if a is not None] for row in rows]
     answered = [a for a in answered if a]  # a unit where nobody answered has no consensus
     return {
         "n_units_answered": len(answered),
@@ -146,7 +87,7 @@ def _answered_consensus(rows: Sequence[Sequence[_Cell]]) -> dict[str, float | in
     }
 
 
-def _truncation(cells: Sequence[_Cell], known: bool) -> dict[str, float | None]:
+def _truncation(cells: Sequence[Cell], known: bool) -> dict[str, float | None]:
     """The truncation fields of RoundMetrics; all None when finish reasons were not recorded."""
     complete = [c for c in cells if not (c.errored or c.truncated)]
     return {
@@ -158,7 +99,7 @@ def _truncation(cells: Sequence[_Cell], known: bool) -> dict[str, float | None]:
     }
 
 
-def _reply_counts(grids: Sequence[_Grid], known: bool) -> ReplyCounts:
+def _reply_counts(grids: Sequence[Grid], known: bool) -> ReplyCounts:
     cells = [c for g in grids for row in g for c in row]
     return ReplyCounts(
         turns=len(cells),
@@ -172,13 +113,13 @@ def _reply_counts(grids: Sequence[_Grid], known: bool) -> ReplyCounts:
 
 
 def _round_metrics(
-    k: int, grids: Sequence[_Grid], agents: Sequence[str], finish_known: bool = True
+    k: int, grids: Sequence[Grid], agents: Sequence[str], finish_known: bool = True
 ) -> RoundMetrics:
     """Metrics of round ``k`` over the grids (one per unit) that have it; see RoundMetrics.
 
     ``finish_known`` says whether the units recorded why each reply ended (schema ≥ 2).
     """
-    keys = _agent_keys(agents)
+    keys = agent_keys(agents)
     rows = [g[k] for g in grids]
     n_units, n_agents = len(rows), len(keys)
     cells = [c for row in rows for c in row]
@@ -189,7 +130,7 @@ def _round_metrics(
         for grid in grids:
             prev, cur = grid[k - 1], grid[k]
             changed += sum(p.answer != c.answer for p, c in zip(prev, cur, strict=True))
-            maj = majority_answer(_answers(prev))
+            maj = majority_answer(answers(prev))
             if maj is None:
                 continue
             for p, c in zip(prev, cur, strict=True):
@@ -216,9 +157,9 @@ def _round_metrics(
         accuracy_per_agent=accuracy,
         mean_accuracy=fmean(c.correct for c in cells),
         majority_accuracy=fmean(_majority_correct(row) for row in rows),
-        n_clusters=fmean(len(set(_answers(row))) for row in rows),
+        n_clusters=fmean(len(set(answers(row))) for row in rows),
         plurality_share=fmean(
-            Counter(_answers(row)).most_common(1)[0][1] / n_agents for row in rows
+            Counter(answers(row)).most_common(1)[0][1] / n_agents for row in rows
         ),
         conformity=_rate(conforming, conf_steps),
         conformity_split={s: split[s] / conf_steps for s in SPLIT_KEYS} if conf_steps else {},
@@ -241,17 +182,22 @@ def group_metrics(units: Sequence[UnitRecord]) -> GroupMetrics:
     Raises:
         ValueError: if the units are empty, mix groups, or scored units differ in agents.
     """
+    return _group_metrics([project(u) for u in units])
+
+
+def _group_metrics(units: Sequence[CompactUnit]) -> GroupMetrics:
+    """``group_metrics`` over compact projections (see ``societies.compact``)."""
     if not units:
         raise ValueError("a group needs at least one unit")
     society, strategy = units[0].society, units[0].strategy
     if any((u.society, u.strategy) != (society, strategy) for u in units):
         raise ValueError("units of different (society, strategy) groups given together")
     ok = [u for u in units if u.status == "ok"]
-    agents = ok[0].agents if ok else []
+    agents = ok[0].agents if ok else ()
     if any(u.agents != agents for u in ok):
         raise ValueError(f"units of {society}/{strategy} have different agents lists")
 
-    grids = [_grid(u) for u in ok]
+    grids = [u.grid for u in ok]
     n_rounds = max((len(g) for g in grids), default=0)
     # Schema-1 records default finish_reason to "stop": that is no evidence of a complete reply.
     known = all(u.schema_version >= 2 for u in ok)
@@ -266,23 +212,28 @@ def group_metrics(units: Sequence[UnitRecord]) -> GroupMetrics:
         strategy=strategy,
         n_units=len(ok),
         failed_units=len(units) - len(ok),
-        retries=sum(t.retries for u in units for r in u.rounds for t in r.turns),
+        retries=sum(u.retries for u in units),
         rounds=rounds,
         behaviours={b: kinds[b] / len(grids) for b in BEHAVIOURS} if grids else {},
         replies=_reply_counts(grids, known),
+        social=social_metrics(ok) if ok else None,
     )
 
 
 def summarize(records: Iterable[UnitRecord]) -> Summary:
     """Group records by (society, strategy) and compute every group's metrics.
 
+    The records are read once, as a stream: each is reduced to its compact projection (answers,
+    correctness, what each turn saw, tokens; no reply texts) as it arrives, so an iterator over
+    a large run never holds the full records at once.
+
     Args:
-        records: unit records of one run, in any order.
+        records: unit records of one run, in any order (any iterable, e.g. a generator).
 
     Returns:
         The summary, groups sorted by (society, strategy).
     """
-    groups: defaultdict[tuple[str, str], list[UnitRecord]] = defaultdict(list)
+    groups: defaultdict[tuple[str, str], list[CompactUnit]] = defaultdict(list)
     for record in records:
-        groups[(record.society, record.strategy)].append(record)
-    return Summary(groups=[group_metrics(groups[key]) for key in sorted(groups)])
+        groups[(record.society, record.strategy)].append(project(record))
+    return Summary(groups=[_group_metrics(groups[key]) for key in sorted(groups)])

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from societies.ledger import Ledger
 
-SUMMARY_SCHEMA_VERSION = 2  # 2: answered-only consensus, truncation, reply counts
+SUMMARY_SCHEMA_VERSION = 3  # 2: answered-only consensus, truncation, reply counts; 3: social
 BEHAVIOURS = ("stable_correct", "stable_wrong", "correcting", "degrading", "wavering")
 SPLIT_KEYS = ("tt", "tf", "ft", "ff")
 
@@ -107,6 +107,120 @@ class ReplyCounts(BaseModel):
     truncated_answered: int | None
 
 
+class Conformity(BaseModel):
+    """Conformity to a reference majority over one kind of turn (see SocialMetrics).
+
+    ``turns``: turns of the kind (no error). ``steps``: those whose reference majority
+    (``majority_answer`` of the reference answers) exists; ``conforming``: those whose new
+    answer equals it; ``rate`` = conforming / steps. ``split``: the conforming steps by the
+    agent's correctness before → after ("tt", "tf", "ft", "ff"), each a fraction of ``steps``
+    (they sum to ``rate``). ``strict_*``: the same over the steps whose previous answer differed
+    from the reference majority (None included), split as a fraction of ``strict_steps``.
+    Rates are None and splits {} when their base is 0.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    turns: int
+    steps: int
+    conforming: int
+    rate: float | None
+    split: dict[str, float]
+    strict_steps: int
+    strict_conforming: int
+    strict_rate: float | None
+    strict_split: dict[str, float]
+
+
+class Share(BaseModel):
+    """``count`` of ``steps``; ``rate`` = count / steps (None when steps is 0)."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int
+    count: int
+    rate: float | None
+
+
+class Reaching(BaseModel):
+    """When the units reached a state: ``by_round`` maps the first round index (as a string)
+    to the number of units that reached it there; ``reached`` units did, out of ``units``;
+    ``mean_round`` is the mean first round over those (None when none did)."""
+
+    model_config = ConfigDict(extra="forbid")
+    units: int
+    reached: int
+    mean_round: float | None
+    by_round: dict[str, int]
+
+
+class SocialRound(BaseModel):
+    """Social measures of one round (definitions in SocialMetrics).
+
+    ``exposed``/``control`` are None in round 0. ``entropy_bits``, ``polarization``: means over
+    units. ``flip_debate``/``flip_reflection``: answer-change rates over that round's debate /
+    reflection turns (None when there are none, and in round 0).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    index: int
+    exposed: Conformity | None
+    control: Conformity | None
+    entropy_bits: float
+    polarization: float
+    flip_debate: float | None
+    flip_reflection: float | None
+
+
+class SocialMetrics(BaseModel):
+    """Social-influence measures of one group, from the records alone (``societies.social``).
+
+    Turns with an error (and missing turns) are left out of every measure below; a parse
+    failure is answer None. "Previous answer" means the same agent's answer in round k−1.
+
+    exposed: conformity over debate turns with a non-empty ``saw``; the reference is the
+        majority (MachineSoM's rule) of the previous answers of the agents the turn saw, the
+        agent's own previous answer not included. A turn that saw a single agent, or a tie,
+        has no majority and is counted in ``turns`` only.
+    control: the no-exposure control: reflection turns, against the majority of the OTHER
+        agents' previous answers (the records do not hold the graph, so all other agents).
+    agents, traits: agent keys (as in RoundMetrics) and trait card names, in society order
+        (a trait is "?" when the records did not name it).
+    influence[source][adopter]: adoptions: debate turns in which the adopter saw the source,
+        the source's previous answer was not None and differed from the adopter's previous
+        answer, and the adopter's new answer equals the source's previous answer.
+        influence_exposures[source][adopter] counts those turns whatever the new answer (the
+        opportunities); an adoption from two sources holding the same answer counts for both.
+    trait_influence, trait_influence_exposures: the same summed by trait (source trait →
+        adopter trait); trait_influence_rate = adoptions / exposures (None where 0 exposures).
+    stubbornness[trait]: over exposed steps where the agent had an answer and the seen
+        majority existed and differed from it, the share that kept the same answer.
+    persuasion[trait]: over the exposures of sources of that trait, the share adopted (the
+        row sums of the trait matrices).
+    unanimity: first round in which every agent gave the same answer (not None).
+    quorum: first round in which at least ``quorum_q`` of the agents share one answer (not None).
+    flip_debate, flip_reflection: answer-change rates over all rounds' debate / reflection turns.
+    rounds: per-round values (SocialRound); exposed and control here pool rounds ≥ 1.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    rounds: list[SocialRound]
+    exposed: Conformity
+    control: Conformity
+    agents: list[str]
+    traits: list[str]
+    influence: dict[str, dict[str, int]]
+    influence_exposures: dict[str, dict[str, int]]
+    trait_influence: dict[str, dict[str, int]]
+    trait_influence_exposures: dict[str, dict[str, int]]
+    trait_influence_rate: dict[str, dict[str, float | None]]
+    stubbornness: dict[str, Share]
+    persuasion: dict[str, Share]
+    unanimity: Reaching
+    quorum: Reaching
+    quorum_q: float
+    flip_debate: float | None
+    flip_reflection: float | None
+
+
 class GroupMetrics(BaseModel):
     """Metrics of one (society, strategy) group.
 
@@ -114,6 +228,8 @@ class GroupMetrics(BaseModel):
     ``retries`` sums ``Turn.retries`` over all units, failed ones included (it measures cost).
     ``behaviours`` maps each of ``BEHAVIOURS`` to its share of scored units ({} if none).
     ``replies`` counts the scored units' turns by outcome (see ReplyCounts).
+    ``social`` holds the social-influence measures (SocialMetrics; None without scored units or
+    in summaries older than schema 3).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -125,6 +241,7 @@ class GroupMetrics(BaseModel):
     rounds: list[RoundMetrics]
     behaviours: dict[str, float]
     replies: ReplyCounts
+    social: SocialMetrics | None = None
 
 
 class Summary(BaseModel):

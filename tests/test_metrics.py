@@ -423,3 +423,29 @@ def test_no_complete_reply_leaves_untruncated_rate_undefined() -> None:
     assert (r0.truncated_rate, r0.truncated_answered_rate) == (1.0, 0.0)
     assert r0.parse_failure_rate == 1.0
     assert r0.parse_failure_rate_untruncated is None
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+
+def test_summarize_streams_records_without_keeping_reply_texts() -> None:
+    import tracemalloc
+
+    def records(n: int, reply_chars: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            unit = make_unit([["A", "A", "B"], ["A", "B", "B"]], qid=f"q{i}")
+            for rnd in unit.rounds:
+                for turn in rnd.turns:
+                    turn.reply = f"{i}:" + "x" * reply_chars  # a distinct long reply per turn
+            yield unit
+
+    tracemalloc.start()
+    try:
+        summary = summarize(records(400, 20_000))  # 400 units x 6 turns x 20 kB = 48 MB of text
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    (group,) = summary.groups
+    assert group.n_units == 400 and group.rounds[1].mean_accuracy == pytest.approx(1 / 3)
+    # Only compact projections are kept: the peak stays far below the replies' total size.
+    assert peak < 12_000_000

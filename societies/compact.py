@@ -1,0 +1,130 @@
+"""The compact projection of a unit record that every metric is computed from.
+
+A record holds every reply text; the metrics need only each turn's answer, correctness, what it
+saw, how it ended and its token counts. ``project`` keeps just that, so a summary over many
+records holds one small projection per unit instead of the full records (``summarize`` reads its
+records as a stream). Errors become answer None here, once, for every metric.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from societies.records import Turn, UnitRecord
+
+__all__ = ["MISSING", "Cell", "CompactUnit", "agent_keys", "answers", "majority_answer",
+           "project"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One agent in one round of one unit, normalised (errors become answer None).
+
+    ``pattern`` is None for a missing turn (an agent whose branch ended). ``saw`` holds the
+    society positions of the agents whose previous replies the turn's prompt showed.
+    """
+
+    answer: str | None
+    correct: bool
+    parse_failed: bool
+    errored: bool
+    truncated: bool = False  # cut at max_tokens (never set together with errored)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    pattern: str | None = None
+    saw: tuple[int, ...] = ()
+
+
+# An agent with no turn in a round: its branch ended, which is an error, not a parse failure.
+MISSING = Cell(answer=None, correct=False, parse_failed=False, errored=True)
+
+Grid = tuple[tuple[Cell, ...], ...]  # [round][agent]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactUnit:
+    """What the metrics need of one unit record (no reply texts)."""
+
+    society: str
+    strategy: str
+    status: str
+    schema_version: int
+    agents: tuple[str, ...]
+    traits: tuple[str, ...]
+    retries: int
+    grid: Grid
+
+
+def _positions(saw: Sequence[str], agents: Sequence[str], me: int) -> tuple[int, ...]:
+    # Names are unique within a society in practice; should two agents share a name, a seen
+    # name stands for every other agent of that name.
+    wanted = set(saw)
+    return tuple(j for j, name in enumerate(agents) if name in wanted and j != me)
+
+
+def _cell(turn: Turn | None, agents: Sequence[str], me: int) -> Cell:
+    if turn is None:
+        return MISSING
+    errored = turn.error is not None
+    answer = None if errored else turn.answer
+    return Cell(
+        answer=answer,
+        correct=turn.correct and not errored,
+        parse_failed=answer is None and not errored,
+        errored=errored,
+        truncated=turn.finish_reason == "length" and not errored,
+        prompt_tokens=turn.prompt_tokens,
+        completion_tokens=turn.completion_tokens,
+        pattern=turn.pattern,
+        saw=_positions(turn.saw, agents, me) if turn.saw else (),
+    )
+
+
+def project(unit: UnitRecord) -> CompactUnit:
+    """The compact projection of one record; see the module docstring."""
+    # Turns are in society order, so position i is agent i (names may repeat across traits).
+    n = len(unit.agents)
+    grid = tuple(
+        tuple(_cell(rnd.turns[i] if i < len(rnd.turns) else None, unit.agents, i)
+              for i in range(n))
+        for rnd in unit.rounds
+    )
+    return CompactUnit(
+        society=unit.society,
+        strategy=unit.strategy,
+        status=unit.status,
+        schema_version=unit.schema_version,
+        agents=tuple(unit.agents),
+        traits=tuple(unit.traits),
+        retries=sum(t.retries for r in unit.rounds for t in r.turns),
+        grid=grid,
+    )
+
+
+def answers(row: Sequence[Cell]) -> list[str | None]:
+    """The answers of one round's cells, in society order."""
+    return [c.answer for c in row]
+
+
+def agent_keys(agents: Sequence[str]) -> list[str]:
+    """Each agent's key in the metrics: its name, or ``name#position`` when names repeat."""
+    if len(set(agents)) == len(agents):
+        return list(agents)
+    return [f"{name}#{i}" for i, name in enumerate(agents)]
+
+
+def majority_answer(answers: Sequence[str | None]) -> str | None:
+    """The majority answer of one round (MachineSoM's rule).
+
+    The answer held by a strict plurality of agents and by at least two of them. A tie for the
+    top count, or no answer repeated, gives None. None answers never form the majority (they are
+    not counted, so they cannot tie with or beat a real answer).
+    """
+    counts = Counter(a for a in answers if a is not None).most_common()
+    if not counts or counts[0][1] < 2:
+        return None
+    if len(counts) > 1 and counts[1][1] == counts[0][1]:
+        return None
+    return counts[0][0]
