@@ -7,10 +7,12 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from societies.metrics import BEHAVIOURS, GroupMetrics, RoundMetrics, Summary
 from societies.records import Turn, UnitRecord
 from societies.strategies import split_label
+from societies.summary import Conformity
 
 DASH = "–"  # shown where a metric is undefined (round 0, no majority, not recorded)
 
@@ -68,6 +70,52 @@ def _truncation_line(group: GroupMetrics) -> list[str]:
             f"{r.truncated_answered} of them still read as an answer (suspect)"]
 
 
+_WIDTH = 110  # the social block wraps its lines to this many characters
+
+
+def _wrapped(head: str, parts: Sequence[str]) -> list[str]:
+    """``head`` then the parts joined by " · ", wrapped at _WIDTH with an indent."""
+    lines, line = [], head
+    for i, part in enumerate(parts):
+        piece = part if i == 0 else " · " + part
+        if i and len(line) + len(piece) > _WIDTH:
+            lines.append(line + " ·")
+            line, piece = "  " + part, ""
+        line += piece
+    return [*lines, line]
+
+
+def _of(share: float | None, base: int) -> str:
+    return f"{_pct(share)} of {base}"
+
+
+def _conformity(c: Conformity) -> str:
+    return f"{_of(c.rate, c.steps)} (strict {_of(c.strict_rate, c.strict_steps)})"
+
+
+def _social_lines(group: GroupMetrics) -> list[str]:
+    """The compact social block: exposed conformity vs control, stubbornness, consensus."""
+    s = group.social
+    if s is None:
+        return []
+    lines = []
+    e, c = s.exposed, s.control
+    if e.turns or c.turns:
+        lines += _wrapped("social: ", [
+            f"exposed conformity {_conformity(e)}; {e.turns - e.steps} of {e.turns} exposed "
+            "turns saw no majority", f"reflection control {_conformity(c)}"])
+    if any(x.steps for x in s.stubbornness.values()):
+        lines += _wrapped("stubbornness (kept its answer against the seen majority): ", [
+            f"{t} {_of(x.rate, x.steps)}" for t, x in s.stubbornness.items()])
+    u, q = s.unanimity, s.quorum
+    quorum = Fraction(s.quorum_q).limit_denominator(100)
+    parts = [f"unanimous {u.reached}/{u.units} units (mean first round {_num(u.mean_round)})",
+             f"≥{quorum} agree {q.reached}/{q.units} (mean first round {_num(q.mean_round)})"]
+    if s.flip_debate is not None or s.flip_reflection is not None:
+        parts.append(f"flips debate {_pct(s.flip_debate)}, reflection {_pct(s.flip_reflection)}")
+    return lines + _wrapped("consensus: ", parts)
+
+
 def _table(rounds: Sequence[RoundMetrics]) -> list[str]:
     header = [h for h, _ in _COLUMNS]
     return _aligned([header] + [[cell(r) for _, cell in _COLUMNS] for r in rounds])
@@ -92,7 +140,7 @@ def format_group(group: GroupMetrics) -> str:
     """
     lines = [_header(group), _behaviour_line(group), *_truncation_line(group)]
     lines += _table(group.rounds) if group.rounds else ["(no scored units)"]
-    return "\n".join(lines)
+    return "\n".join(lines + _social_lines(group))
 
 
 def format_table(summary: Summary) -> str:
@@ -105,7 +153,9 @@ def format_table(summary: Summary) -> str:
     conformity), changes (answer change rate), parse (parse failures, truncated included), trunc
     (replies cut at max_tokens) and tokens (prompt + completion). Percentages have one decimal;
     "–" marks an undefined value. A group with truncated replies gets a warning line saying how
-    many of them were still read as an answer.
+    many of them were still read as an answer. Under the table, a short social block (see
+    ``societies.summary.SocialMetrics``): conformity to the majority each debate turn saw
+    against the reflection control, stubbornness per trait, and when consensus came.
 
     Args:
         summary: the summary from ``societies.metrics.summarize``.

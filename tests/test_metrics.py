@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -431,7 +431,7 @@ def test_no_complete_reply_leaves_untruncated_rate_undefined() -> None:
 def test_summarize_streams_records_without_keeping_reply_texts() -> None:
     import tracemalloc
 
-    def records(n: int, reply_chars: int):  # type: ignore[no-untyped-def]
+    def records(n: int, reply_chars: int) -> Iterator[UnitRecord]:
         for i in range(n):
             unit = make_unit([["A", "A", "B"], ["A", "B", "B"]], qid=f"q{i}")
             for rnd in unit.rounds:

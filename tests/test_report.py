@@ -53,7 +53,7 @@ def test_format_table_numbers() -> None:
     assert lines[0] == "society S2 · strategy 0 · 3 units (1 failed)"
     assert lines[1] == ("behaviours: stable correct 50.0% · stable wrong 50.0% · "
                         "correcting 0.0% · degrading 0.0% · wavering 0.0%")
-    header, r0, r1 = (line.split() for line in lines[2:])
+    header, r0, r1 = (line.split() for line in lines[2:5])
     assert header == ["round", "acc", "maj", "clust", "plur", "ans", "clust|ans", "plur|ans",
                       "conform", "strict", "changes", "parse", "trunc", "tokens"]
     # ans: 5/6 and 6/6; clust|ans (2+1)/2 and (1+2)/2; plur|ans (2/3+1)/2 and (1+2/3)/2
@@ -64,7 +64,7 @@ def test_format_table_numbers() -> None:
 
 
 def test_columns_are_aligned() -> None:
-    lines = format_table(small_summary()).split("\n\n")[1].splitlines()[2:]
+    lines = format_table(small_summary()).split("\n\n")[1].splitlines()[2:5]
     assert len({len(line) for line in lines}) == 1
 
 
@@ -215,3 +215,40 @@ def test_audit_of_schema_1_records() -> None:
     assert rows["a1"][6:] == ["1", "100.0%"]  # so the cut reply counts as no answer
     answered = [line for line in sample_lines(text) if line.startswith("  answered")]
     assert any(line.split()[4:7] == ["A", "–", "A"] for line in answered)
+
+
+# --- the social block -----------------------------------------------------------------------
+
+
+def test_social_block_under_the_table() -> None:
+    from tests.test_social import UNITS  # the hand-worked social example
+
+    block = format_table(summarize(UNITS)).rstrip("\n").splitlines()
+    assert block[-5:] == [
+        "social: exposed conformity 50.0% of 4 (strict 50.0% of 2); 7 of 11 exposed turns saw "
+        "no majority ·",
+        "  reflection control 50.0% of 2 (strict 50.0% of 2)",
+        "stubbornness (kept its answer against the seen majority): easy 0.0% of 1 · "
+        "over 100.0% of 1",
+        "consensus: unanimous 2/3 units (mean first round 1.50) · ≥2/3 agree 3/3 "
+        "(mean first round 0.00) ·",
+        "  flips debate 36.4%, reflection 16.7%"]
+
+
+def test_social_block_without_later_rounds_is_one_line() -> None:
+    block = format_table(small_summary()).split("\n\n")[0].splitlines()
+    assert block[-1] == ("consensus: unanimous 1/1 units (mean first round 0.00) · ≥2/3 agree 1/1 "
+                         "(mean first round 0.00)")
+    assert not any(line.startswith(("social:", "stubbornness")) for line in block)
+
+
+def test_social_block_wraps_many_traits() -> None:
+    from tests.test_social import UNITS
+
+    traits = [f"trait-with-a-long-name-{i}" for i in range(3)]
+    units = [u.model_copy(update={"traits": traits}) for u in UNITS]
+    text = format_table(summarize(units))
+    social = text.splitlines()[5:]  # header, behaviours, the 4-line table, then the block
+    assert social[0].startswith("social:") and max(len(line) for line in social) <= 110
+    stubborn = [line for line in text.splitlines() if "trait-with" in line]
+    assert len(stubborn) == 2 and stubborn[1].startswith("  ")
