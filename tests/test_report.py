@@ -248,7 +248,7 @@ def test_social_block_wraps_many_traits() -> None:
     traits = [f"trait-with-a-long-name-{i}" for i in range(3)]
     units = [u.model_copy(update={"traits": traits}) for u in UNITS]
     text = format_table(summarize(units))
-    social = text.splitlines()[5:]  # header, behaviours, the 4-line table, then the block
+    social = text.splitlines()[6:]  # header, behaviours, the 4-line table, then the block
     assert social[0].startswith("social:") and max(len(line) for line in social) <= 110
     stubborn = [line for line in text.splitlines() if "trait-with" in line]
     assert len(stubborn) == 2 and stubborn[1].startswith("  ")
