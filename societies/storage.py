@@ -149,12 +149,16 @@ class RunStore:
 
     def saved_config(self) -> dict[str, Any]:
         """The config saved in this run directory."""
+        if not self.root.is_dir():
+            raise UserError(f"{self.root}: no such run directory")
         if not self.config_path.exists():
             raise UserError(f"{self.root}: not a run directory (no config.json)")
         try:
             data: dict[str, Any] = json.loads(self.config_path.read_text())["config"]
         except (ValueError, KeyError, TypeError):
             raise UserError(f"{self.config_path}: not a saved run config") from None
+        except OSError as err:
+            raise UserError(f"{self.config_path}: cannot be read ({err.strerror})") from None
         return data
 
     def check_readable(self) -> list[str]:
@@ -162,10 +166,13 @@ class RunStore:
 
         Raises:
             UserError: not a run directory, no records yet, a line that is not a record, or a
-                record written by a newer ``societies``.
+                record written by a newer ``societies``, or a file that cannot be read.
         """
         self.saved_config()
-        index = self.index()
+        try:
+            index = self.index()
+        except OSError as err:  # e.g. no permission, or records.jsonl is a folder
+            raise UserError(f"{self.records_path}: cannot be read ({err.strerror})") from None
         if not index.latest:
             raise UserError(f"{self.root}: no records yet (the run has not finished a unit)")
         warnings: list[str] = []

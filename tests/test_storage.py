@@ -190,3 +190,12 @@ def test_a_lock_left_by_a_dead_process_is_an_interrupted_run(tmp_path: Path) -> 
     assert warning.startswith(f"{store.root}: an interrupted run (pid {dead.stdout.strip()}, "
                               "started yesterday)")
     assert "still being written" not in warning
+
+
+def test_a_missing_directory_or_unreadable_records_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"nowhere: no such run directory"):
+        storage.RunStore(tmp_path / "nowhere").check_readable()
+    store = _store(tmp_path)
+    store.records_path.mkdir()
+    with pytest.raises(UserError, match=r"records.jsonl: cannot be read \(Is a directory\)"):
+        store.check_readable()
