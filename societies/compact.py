@@ -8,9 +8,9 @@ records as a stream). Errors become answer None here, once, for every metric.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from societies.records import Turn, UnitRecord
 
@@ -18,12 +18,13 @@ __all__ = ["MISSING", "Cell", "CompactUnit", "agent_keys", "answers", "majority_
            "project"]
 
 
-@dataclass(frozen=True, slots=True)
-class Cell:
+class Cell(NamedTuple):
     """One agent in one round of one unit, normalised (errors become answer None).
 
     ``pattern`` is None for a missing turn (an agent whose branch ended). ``saw`` holds the
-    society positions of the agents whose previous replies the turn's prompt showed.
+    society positions of the agents whose previous replies the turn's prompt showed. A named
+    tuple rather than a frozen dataclass: a run has one per turn, and tuples are built faster
+    and held smaller.
     """
 
     answer: str | None
@@ -122,9 +123,15 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
     top count, or no answer repeated, gives None. None answers never form the majority (they are
     not counted, so they cannot tie with or beat a real answer).
     """
-    counts = Counter(a for a in answers if a is not None).most_common()
-    if not counts or counts[0][1] < 2:
+    # Counted by hand: this runs for every agent of every round, and Counter costs more.
+    counts: dict[str, int] = {}
+    for a in answers:
+        if a is not None:
+            counts[a] = counts.get(a, 0) + 1
+    if not counts:
         return None
-    if len(counts) > 1 and counts[1][1] == counts[0][1]:
+    top = max(counts.values())
+    if top < 2:
         return None
-    return counts[0][0]
+    leaders = [a for a, c in counts.items() if c == top]
+    return leaders[0] if len(leaders) == 1 else None

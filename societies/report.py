@@ -102,8 +102,9 @@ def _social_lines(group: GroupMetrics) -> list[str]:
     e, c = s.exposed, s.control
     if e.turns or c.turns:
         lines += _wrapped("social: ", [
-            f"exposed conformity {_conformity(e)}; {e.turns - e.steps} of {e.turns} exposed "
-            "turns saw no majority", f"reflection control {_conformity(c)}"])
+            f"exposed conformity {_conformity(e)}",
+            f"{e.turns - e.steps} of {e.turns} exposed turns saw no majority",
+            f"reflection control {_conformity(c)}"])
     if any(x.steps for x in s.stubbornness.values()):
         lines += _wrapped("stubbornness (kept its answer against the seen majority): ", [
             f"{t} {_of(x.rate, x.steps)}" for t, x in s.stubbornness.items()])

@@ -225,7 +225,7 @@ def test_social_block_under_the_table() -> None:
 
     block = format_table(summarize(UNITS)).rstrip("\n").splitlines()
     assert block[-5:] == [
-        "social: exposed conformity 50.0% of 4 (strict 50.0% of 2); 7 of 11 exposed turns saw "
+        "social: exposed conformity 50.0% of 4 (strict 50.0% of 2) · 7 of 11 exposed turns saw "
         "no majority ·",
         "  reflection control 50.0% of 2 (strict 50.0% of 2)",
         "stubbornness (kept its answer against the seen majority): easy 0.0% of 1 · "
