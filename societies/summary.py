@@ -155,9 +155,12 @@ class Reaching(BaseModel):
 class SocialRound(BaseModel):
     """Social measures of one round (definitions in SocialMetrics).
 
-    ``exposed``/``control`` are None in round 0. ``entropy_bits``, ``polarization``: means over
-    units. ``flip_debate``/``flip_reflection``: answer-change rates over that round's debate /
-    reflection turns (None when there are none, and in round 0).
+    ``exposed``/``control`` are None in round 0. ``entropy_bits``: mean over units of the
+    Shannon entropy (base 2) of the agents' answers, None (no answer, or an error) counted as
+    one more value. ``polarization``: mean over units of the share of agents in the two largest
+    answer clusters (None a cluster too). ``flip_debate``/``flip_reflection``: share of that
+    round's debate / reflection turns whose answer differs from the agent's previous one (None
+    compared as a value; None when there are no such turns, and in round 0).
     """
 
     model_config = ConfigDict(extra="forbid")
