@@ -1,0 +1,393 @@
+"""Statistics over a run: bootstrap intervals, paired tests, ANOVA and win counts.
+
+Every function takes a run directory or the unit records themselves (``Source``) and returns a
+tidy pandas DataFrame. Failed units are left out, as in ``societies.metrics``. The unit of
+resampling and pairing is the *question*: repeats of one question are not independent draws,
+so they are pooled per question first. Definitions and assumptions: README, "Statistics".
+"""
+
+from __future__ import annotations
+
+import warnings
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from societies.frames import Cell, cells, majority_correct, pandas, run_records, strategy_symbols
+from societies.metrics import majority_answer
+from societies.records import UnitRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["EXACT_BELOW", "Source", "anova", "compare", "compare_runs", "holm", "intervals",
+           "mcnemar", "scores", "wins"]
+
+Source = str | Path | Iterable[UnitRecord]
+EXACT_BELOW = 25  # McNemar uses the exact binomial test below this many discordant pairs
+INTERVAL_COLUMNS = ("society", "strategy", "round", "metric", "mean", "lo", "hi",
+                    "n_questions", "n_units")
+
+
+def _records(source: Source) -> Iterator[UnitRecord]:
+    # One pass over the scored units; a run directory is streamed, not held in memory.
+    recs = run_records(source) if isinstance(source, str | Path) else source
+    return (r for r in recs if r.status == "ok")
+
+
+def _keys(agents: Sequence[str]) -> list[str]:
+    # The same agent keys as RoundMetrics.accuracy_per_agent (names repeat across traits).
+    return list(agents) if len(set(agents)) == len(agents) else [
+        f"{a}#{i}" for i, a in enumerate(agents)]
+
+
+def _parts(grid: list[list[Cell]], k: int, keys: Sequence[str]
+           ) -> dict[str, tuple[float, float]]:
+    """Round k of one unit as (numerator, denominator) per metric.
+
+    Summed over units, num/den gives exactly the RoundMetrics value of the group, so resampling
+    questions and summing again gives the bootstrap distribution of that same statistic.
+    """
+    row = grid[k]
+    n = len(row)
+    answers = [c.answer for c in row]
+    answered = [a for a in answers if a is not None]
+    complete = [c for c in row if not (c.errored or c.truncated)]
+    out: dict[str, tuple[float, float]] = {
+        "mean_accuracy": (sum(c.correct for c in row), n),
+        "majority_accuracy": (majority_correct(row), 1),
+        "n_clusters": (len(set(answers)), 1),
+        "plurality_share": (Counter(answers).most_common(1)[0][1] / n, 1),
+        "n_clusters_answered": (len(set(answered)), 1 if answered else 0),
+        "plurality_share_answered": (
+            Counter(answered).most_common(1)[0][1] / len(answered) if answered else 0,
+            1 if answered else 0),
+        "answered_rate": (len(answered), n),
+        "parse_failure_rate": (sum(c.parse_failed for c in row), n),
+        "error_rate": (sum(c.errored for c in row), n),
+    }
+    for key, c in zip(keys, row, strict=True):
+        out[f"accuracy_per_agent.{key}"] = (c.correct, 1)
+    # Dropped later for groups holding schema-1 records, which did not record finish reasons.
+    out["truncated_rate"] = (sum(c.truncated for c in row), n)
+    out["truncated_answered_rate"] = (sum(c.truncated and c.answer is not None for c in row), n)
+    out["parse_failure_rate_untruncated"] = (sum(c.parse_failed for c in complete), len(complete))
+    if k >= 1:
+        pairs = list(zip(grid[k - 1], row, strict=True))
+        out["answer_change_rate"] = (sum(p.answer != c.answer for p, c in pairs), n)
+        maj = majority_answer([p.answer for p, _ in pairs])
+        steps = n if maj is not None else 0
+        follows = [(p, c) for p, c in pairs if maj is not None and c.answer == maj]
+        minority = [c for p, c in pairs if maj is not None and p.answer != maj]
+        out["conformity"] = (len(follows), steps)
+        for split in ("tt", "tf", "ft", "ff"):
+            hits = sum(("t" if p.correct else "f") + ("t" if c.correct else "f") == split
+                       for p, c in follows)
+            out[f"conformity_split.{split}"] = (hits, steps)
+        out["strict_conformity"] = (sum(c.answer == maj for c in minority), len(minority))
+    return out
+
+
+_TRUNCATION = ("truncated_rate", "truncated_answered_rate", "parse_failure_rate_untruncated")
+
+
+class _Sums:
+    """One group's per-question sums of every (round, metric) numerator and denominator.
+
+    Repeats of a question add into the same slot, so a resample draws a question with all of
+    them. Stored in flat float arrays (not per-unit objects) to keep 10,000 units small.
+    """
+
+    def __init__(self) -> None:
+        self.questions: dict[str, int] = {}
+        self.sums: dict[tuple[int, str], tuple[array[float], array[float]]] = {}
+        self.n_units: Counter[int] = Counter()
+        self.known = True  # every unit recorded finish reasons (schema >= 2)
+
+    def add(self, unit: UnitRecord, metrics: Sequence[str] | None) -> None:
+        q = self.questions.setdefault(unit.question_id, len(self.questions))
+        self.known = self.known and unit.schema_version >= 2
+        grid, keys = cells(unit), _keys(unit.agents)
+        for k in range(len(grid)):
+            self.n_units[k] += 1
+            for name, (num, den) in _parts(grid, k, keys).items():
+                if metrics is not None and name not in metrics:
+                    continue
+                nums, dens = self.sums.setdefault((k, name), (array("d"), array("d")))
+                if len(nums) <= q:  # grow by doubling: new questions arrive one by one
+                    pad = [0.0] * max(q + 1 - len(nums), len(nums))
+                    nums.extend(pad)
+                    dens.extend(pad)
+                nums[q] += num
+                dens[q] += den
+
+
+def intervals(source: Source, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+              metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Each metric with a percentile bootstrap interval over questions.
+
+    Per society x strategy x round and metric: ``mean`` is the RoundMetrics value (pooled over
+    all units); ``lo``/``hi`` the ``level`` interval of that statistic when question ids are
+    drawn with replacement (a drawn question brings all its repeats). Seeded per group, so a
+    group's interval does not depend on the other groups of the run.
+
+    Args:
+        source: a run directory or unit records.
+        n_boot: bootstrap resamples.
+        seed: the generator seed.
+        level: the interval's coverage.
+        metrics: keep only these metric names (e.g. ``["majority_accuracy"]``); default all.
+
+    Returns:
+        Columns ``society, strategy, round, metric, mean, lo, hi, n_questions, n_units``; a
+        metric undefined in a round (conformity in round 0) has no row.
+    """
+    import numpy as np
+
+    pd = pandas()
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError("n_boot must be >= 1 and level in (0, 1)")
+    groups: dict[tuple[str, str], _Sums] = {}
+    for rec in _records(source):  # one pass: each unit is reduced to sums as it arrives
+        groups.setdefault((rec.society, rec.strategy), _Sums()).add(rec, metrics)
+    tail = (1 - level) / 2 * 100
+    rows: list[tuple[Any, ...]] = []
+    draws: dict[int, Any] = {}
+    for (society, strategy), group in sorted(groups.items()):
+        if not group.sums:
+            continue
+        names = sorted(key for key in group.sums if group.known or key[1] not in _TRUNCATION)
+        n_q = len(group.questions)
+        nums = np.zeros((n_q, len(names)))
+        dens = np.zeros((n_q, len(names)))
+        for j, key in enumerate(names):
+            num, den = group.sums[key]
+            size = min(len(num), n_q)
+            nums[:size, j], dens[:size, j] = num[:size], den[:size]
+        # One multinomial draw = one resample of questions with replacement (counts per id).
+        # Seeded per group, so groups with as many questions share the draws: cache them.
+        if n_q not in draws:
+            rng = np.random.default_rng(seed)
+            draws[n_q] = rng.multinomial(n_q, np.full(n_q, 1 / n_q), size=n_boot).astype(float)
+        bnum, bden = draws[n_q] @ nums, draws[n_q] @ dens
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = np.where(bden > 0, bnum / np.where(bden > 0, bden, 1), np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an all-NaN column (never defined) stays NaN
+            lo, hi = np.nanpercentile(boot, [tail, 100 - tail], axis=0)
+        total_num, total_den = nums.sum(axis=0), dens.sum(axis=0)
+        for j, (k, name) in enumerate(names):
+            if total_den[j] > 0:  # a metric undefined in this round gets no row
+                rows.append((society, strategy, k, name, total_num[j] / total_den[j],
+                             float(lo[j]), float(hi[j]), int((dens[:, j] > 0).sum()),
+                             group.n_units[k]))
+    return pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS)).sort_values(
+        ["society", "strategy", "metric", "round"], ignore_index=True)
+
+
+def scores(source: Source) -> pd.DataFrame:
+    """Per scored unit and round: ``majority_correct`` (0/1) and ``mean_accuracy``.
+
+    Columns ``society, strategy, repeat, question_id, round, final, majority_correct,
+    mean_accuracy``; ``final`` marks each unit's last round. The input of the paired tests.
+    """
+    pd = pandas()
+    rows = []
+    for u in _records(source):
+        grid = cells(u)
+        for k, row in enumerate(grid):
+            rows.append((u.society, u.strategy, u.repeat, u.question_id, k, k == len(grid) - 1,
+                         float(majority_correct(row)), sum(c.correct for c in row) / len(row)))
+    return pd.DataFrame(rows, columns=["society", "strategy", "repeat", "question_id", "round",
+                                       "final", "majority_correct", "mean_accuracy"])
+
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (NaN stays NaN, not counted).
+
+    The i-th smallest of m p-values becomes ``max_{j<=i} min(1, (m - j + 1) * p_(j))``.
+    """
+    import math
+
+    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m, running = len(order), 0.0
+    out = [math.nan] * len(pvalues)
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def mcnemar(only_a: int, only_b: int) -> tuple[str, float]:
+    """Two-sided McNemar test from the discordant counts; returns (method, p).
+
+    Exact binomial (b ~ Bin(b + c, 1/2)) below ``EXACT_BELOW`` discordant pairs, otherwise the
+    chi-square statistic with continuity correction ``(|b - c| - 1)^2 / (b + c)`` on 1 df.
+    """
+    from scipy import stats
+
+    n = only_a + only_b
+    if n == 0:
+        return "exact", 1.0
+    if n < EXACT_BELOW:
+        return "exact", float(min(1.0, 2 * stats.binom.cdf(min(only_a, only_b), n, 0.5)))
+    chi = (abs(only_a - only_b) - 1) ** 2 / n
+    return "chi2", float(stats.chi2.sf(chi, 1))
+
+
+def _wilcoxon(diff: Any) -> float:
+    from scipy import stats
+
+    nonzero = diff[diff != 0]
+    if len(nonzero) == 0:
+        return 1.0 if len(diff) else float("nan")  # identical on every question
+    return float(stats.wilcoxon(nonzero).pvalue)
+
+
+def _at(frame: pd.DataFrame, round: int | None) -> pd.DataFrame:
+    return frame[frame["final"]] if round is None else frame[frame["round"] == round]
+
+
+def _pair(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
+    """McNemar over units paired by (question, repeat); Wilcoxon over per-question accuracy."""
+    units = a.merge(b, on=["question_id", "repeat"], suffixes=("_a", "_b"))
+    ma, mb = units["majority_correct_a"], units["majority_correct_b"]
+    only_a, only_b = int(((ma == 1) & (mb == 0)).sum()), int(((ma == 0) & (mb == 1)).sum())
+    method, p = mcnemar(only_a, only_b)
+    qa = a.groupby("question_id")["mean_accuracy"].mean()
+    qb = b.groupby("question_id")["mean_accuracy"].mean()
+    common = qa.index.intersection(qb.index)
+    diff = (qa[common] - qb[common]).to_numpy()
+    nan = float("nan")
+    return {
+        "round_a": int(a["round"].max()) if len(a) else None,
+        "round_b": int(b["round"].max()) if len(b) else None,
+        "n_pairs": len(units), "majority_a": float(ma.mean()) if len(units) else nan,
+        "majority_b": float(mb.mean()) if len(units) else nan, "only_a": only_a,
+        "only_b": only_b, "mcnemar_method": method, "mcnemar_p": p,
+        "n_questions": len(common),
+        "accuracy_a": float(qa[common].mean()) if len(common) else nan,
+        "accuracy_b": float(qb[common].mean()) if len(common) else nan,
+        "accuracy_diff": float(diff.mean()) if len(common) else nan,
+        "wilcoxon_p": _wilcoxon(diff),
+    }
+
+
+def _holm_columns(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    pd = pandas()
+    frame = pd.DataFrame(rows)
+    for test in ("mcnemar", "wilcoxon"):
+        frame[f"{test}_p_holm"] = holm(list(frame[f"{test}_p"])) if rows else []
+    return frame
+
+
+def compare(source: Source, *, round: int | None = None) -> pd.DataFrame:
+    """Paired tests between groups of one run over the questions they share.
+
+    Every pair of strategies within a society (``kind="strategy"``) and every pair of societies
+    under a strategy (``kind="society"``), at ``round`` (default: each group's last round).
+
+    Returns:
+        Columns ``kind, society_a, strategy_a, society_b, strategy_b, round_a, round_b,
+        n_pairs, majority_a, majority_b, only_a, only_b, mcnemar_method, mcnemar_p,
+        n_questions, accuracy_a, accuracy_b, accuracy_diff, wilcoxon_p, mcnemar_p_holm,
+        wilcoxon_p_holm``. ``only_a``: pairs where only a's majority is correct. Holm runs over
+        all rows, separately for each test.
+    """
+    frame = _at(scores(source), round)
+    groups = {key: g for key, g in frame.groupby(["society", "strategy"])}
+    rows = []
+    for (sa, ta), (sb, tb) in combinations(sorted(groups), 2):
+        if sa == sb or ta == tb:
+            rows.append({"kind": "strategy" if sa == sb else "society", "society_a": sa,
+                         "strategy_a": ta, "society_b": sb, "strategy_b": tb,
+                         **_pair(groups[(sa, ta)], groups[(sb, tb)])})
+    return _holm_columns(rows)
+
+
+def compare_runs(a: Source, b: Source, *, round: int | None = None) -> pd.DataFrame:
+    """Paired tests between two runs, per (society, strategy) present in both.
+
+    Pairs units by (question, repeat) and questions by id; only the common ones count.
+    Columns ``society, strategy`` then those of :func:`compare` from ``round_a`` on (a is the
+    first run).
+    """
+    fa, fb = _at(scores(a), round), _at(scores(b), round)
+    ga = {key: g for key, g in fa.groupby(["society", "strategy"])}
+    gb = {key: g for key, g in fb.groupby(["society", "strategy"])}
+    rows = [{"society": s, "strategy": t, **_pair(ga[(s, t)], gb[(s, t)])}
+            for s, t in sorted(ga.keys() & gb.keys())]
+    return _holm_columns(rows)
+
+
+def _per_question(frame: pd.DataFrame, measure: str) -> pd.DataFrame:
+    if measure not in ("majority_correct", "mean_accuracy"):
+        raise ValueError(f"measure: {measure!r} is not majority_correct or mean_accuracy")
+    return frame.groupby(["society", "strategy", "question_id"], as_index=False)[measure].mean()
+
+
+def anova(source: Source, *, round: int | None = None,
+          measure: str = "mean_accuracy") -> pd.DataFrame:
+    """MachineSoM's one-way ANOVA over per-question accuracies (repeats averaged).
+
+    Across the strategies of each society (``kind="strategies"``) and across the societies
+    under each strategy (``kind="societies"``), wherever there are at least two groups.
+
+    Returns:
+        Columns ``kind, society, strategy, groups, n_groups, f, p`` (``society`` or
+        ``strategy`` is "*" for the side varied; ``groups`` "|"-joined). F and p are NaN when
+        every value is the same.
+    """
+    from scipy import stats
+
+    pd = pandas()
+    q = _per_question(_at(scores(source), round), measure)
+    rows = []
+    for kind, fixed, varied in (("strategies", "society", "strategy"),
+                                ("societies", "strategy", "society")):
+        for value, part in q.groupby(fixed):
+            samples = {name: g[measure].to_numpy() for name, g in part.groupby(varied)}
+            if len(samples) < 2:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # constant input: F is NaN, said in the doc
+                res = stats.f_oneway(*samples.values())
+            rows.append({"kind": kind, fixed: value, varied: "*",
+                         "groups": "|".join(map(str, samples)), "n_groups": len(samples),
+                         "f": float(res.statistic), "p": float(res.pvalue)})
+    return pd.DataFrame(rows, columns=["kind", "society", "strategy", "groups", "n_groups",
+                                       "f", "p"])
+
+
+def wins(source: Source, *, round: int | None = None,
+         measure: str = "majority_correct") -> pd.DataFrame:
+    """Per strategy, the questions on which it beats, ties or loses to all-debate ("0" * rounds).
+
+    Compares the per-question ``measure`` (repeats averaged) with the all-debate strategy of the
+    same length in the same society, over their common questions; strategies without such a
+    baseline in the run are left out.
+
+    Returns:
+        Columns ``society, strategy, baseline, n_questions, wins, ties, losses``.
+    """
+    pd = pandas()
+    q = _per_question(_at(scores(source), round), measure)
+    table = {key: g.set_index("question_id")[measure]
+             for key, g in q.groupby(["society", "strategy"])}
+    rows = []
+    for society, strategy in sorted(table):
+        base = "0" * len(strategy_symbols(strategy))
+        if strategy == base or (society, base) not in table:
+            continue
+        mine, theirs = table[(society, strategy)], table[(society, base)]
+        common = mine.index.intersection(theirs.index)
+        d = mine[common] - theirs[common]
+        rows.append({"society": society, "strategy": strategy, "baseline": base,
+                     "n_questions": len(common), "wins": int((d > 0).sum()),
+                     "ties": int((d == 0).sum()), "losses": int((d < 0).sum())})
+    return pd.DataFrame(rows, columns=["society", "strategy", "baseline", "n_questions",
+                                       "wins", "ties", "losses"])
