@@ -249,7 +249,7 @@ def _wilcoxon(diff: Any) -> float:
 
 
 def _at(frame: pd.DataFrame, round: int | None) -> pd.DataFrame:
-    return frame[frame["final"]] if round is None else frame[frame["round"] == round]
+    return frame[frame["final"].astype(bool)] if round is None else frame[frame["round"] == round]
 
 
 def _pair(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
@@ -277,11 +277,16 @@ def _pair(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _holm_columns(rows: list[dict[str, Any]]) -> pd.DataFrame:
+_PAIR_COLUMNS = ["round_a", "round_b", "n_pairs", "majority_a", "majority_b", "only_a", "only_b",
+                 "mcnemar_method", "mcnemar_p", "n_questions", "accuracy_a", "accuracy_b",
+                 "accuracy_diff", "wilcoxon_p", "mcnemar_p_holm", "wilcoxon_p_holm"]
+
+
+def _holm_columns(rows: list[dict[str, Any]], keys: list[str]) -> pd.DataFrame:
     pd = pandas()
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=keys + _PAIR_COLUMNS)
     for test in ("mcnemar", "wilcoxon"):
-        frame[f"{test}_p_holm"] = holm(list(frame[f"{test}_p"])) if rows else []
+        frame[f"{test}_p_holm"] = holm(list(frame[f"{test}_p"]))
     return frame
 
 
@@ -306,7 +311,7 @@ def compare(source: Source, *, round: int | None = None) -> pd.DataFrame:
             rows.append({"kind": "strategy" if sa == sb else "society", "society_a": sa,
                          "strategy_a": ta, "society_b": sb, "strategy_b": tb,
                          **_pair(groups[(sa, ta)], groups[(sb, tb)])})
-    return _holm_columns(rows)
+    return _holm_columns(rows, ["kind", "society_a", "strategy_a", "society_b", "strategy_b"])
 
 
 def compare_runs(a: Source, b: Source, *, round: int | None = None) -> pd.DataFrame:
@@ -321,7 +326,7 @@ def compare_runs(a: Source, b: Source, *, round: int | None = None) -> pd.DataFr
     gb = {key: g for key, g in fb.groupby(["society", "strategy"])}
     rows = [{"society": s, "strategy": t, **_pair(ga[(s, t)], gb[(s, t)])}
             for s, t in sorted(ga.keys() & gb.keys())]
-    return _holm_columns(rows)
+    return _holm_columns(rows, ["society", "strategy"])
 
 
 def _per_question(frame: pd.DataFrame, measure: str) -> pd.DataFrame:

@@ -118,6 +118,12 @@ def test_compare_at_a_given_round_and_repeats_pair_by_repeat() -> None:
     assert (first.only_a, first.only_b, first.round_a) == (0, 0, 0)
 
 
+def test_nothing_to_compare_gives_empty_tables_with_their_columns() -> None:
+    for table in (compare([]), compare_runs([], []), anova([]), wins([]), intervals([])):
+        assert table.empty and len(table.columns) > 3
+    assert "wilcoxon_p_holm" in compare(final([True], "00")).columns
+
+
 def test_compare_runs_uses_common_questions_only() -> None:
     run_a = final([True, True, True], "00", qids=["q0", "q1", "q2"])
     run_b = final([False, True, False], "00", qids=["q1", "q2", "q3"])
