@@ -95,15 +95,17 @@ def test_compare_counts_discordant_pairs_and_corrects_the_family() -> None:
 
 
 def test_wilcoxon_on_per_question_accuracy() -> None:
-    # X beats Y on all 6 questions by one agent: exact signed-rank p = 2 / 2^6
-    x = [unit([["A", "A", "B"]], qid=f"q{i}", strategy="") for i in range(6)]
-    y = [unit([["A", "B", "B"]], qid=f"q{i}", society="T", strategy="") for i in range(6)]
+    # Six agents; X beats Y on question i by i + 1 agents: distinct differences, all positive,
+    # so the exact signed-rank p is 2 / 2^6 (only the all-plus sign pattern is as extreme).
+    six = [f"a{i}" for i in range(6)]
+    x = [unit([["A"] * (i + 1) + ["B"] * (5 - i)], qid=f"q{i}", strategy="", agents=six)
+         for i in range(6)]
+    y = [unit([["B"] * 6], qid=f"q{i}", society="T", strategy="", agents=six) for i in range(6)]
     row = compare(x + y).iloc[0]
     assert row.kind == "society" and row.n_questions == 6
-    assert row.accuracy_diff == pytest.approx(1 / 3)
+    assert row.accuracy_diff == pytest.approx(sum(range(1, 7)) / 6 / 6)
     assert row.wilcoxon_p == pytest.approx(2 / 64)
-    same = compare(x + [unit([["A", "A", "B"]], qid=f"q{i}", society="T", strategy="")
-                        for i in range(6)]).iloc[0]
+    same = compare(x + [u.model_copy(update={"society": "T"}) for u in x]).iloc[0]
     assert same.wilcoxon_p == 1.0 and same.mcnemar_p == 1.0
 
 
