@@ -140,6 +140,13 @@ def markdown(runs: Sequence[RunData]) -> str:
                   "|---|---|---:|" + "---:|" * (2 * len(names) - 1)]
         lines += ["| " + " | ".join(row) + " |" for row in comparison]
         lines.append("")
+    tests = paired_tests(runs)
+    if tests:
+        lines += [f"## Paired tests against `{runs[0].name}` (last round)", "",
+                  "| " + " | ".join(PAIRED_HEADERS) + " |",
+                  "|---|---|---|" + "---:|" * (len(PAIRED_HEADERS) - 3)]
+        lines += ["| " + " | ".join(row) + " |" for row in tests]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -171,6 +178,33 @@ def compare(runs: Sequence[RunData]) -> list[list[str]]:
         diffs = ["–" if v is None or base is None else f"{100 * (v - base):+.1f} pt"
                  for v in values[1:]]
         rows.append([key[0], key[1] or "-", str(key[2]), *(_pct(v) for v in values), *diffs])
+    return rows
+
+
+PAIRED_HEADERS = ["run", "society", "strategy", "round", "pairs", "majority (first)",
+                  "majority (this)", "only first right", "only this right", "McNemar p (Holm)",
+                  "accuracy diff", "Wilcoxon p (Holm)"]
+
+
+def paired_tests(runs: Sequence[RunData]) -> list[list[str]]:
+    """Each later run against the first, per shared (society, strategy) at the last round:
+    McNemar on majority correctness over (question, repeat) pairs and Wilcoxon on per-question
+    accuracy (``societies.stats.compare_runs``); [] for one run."""
+    if len(runs) < 2:
+        return []
+    from societies.stats import compare_runs
+
+    def p(x: Any) -> str:
+        return "–" if x is None or x != x else f"{x:.3g}"
+
+    rows = []
+    for run in runs[1:]:
+        for r in compare_runs(runs[0].path, run.path).itertuples():
+            rows.append([run.name, str(r.society), str(r.strategy) or "-", str(r.round_a),
+                         str(r.n_pairs), _pct(r.majority_a), _pct(r.majority_b),
+                         str(r.only_a), str(r.only_b), p(r.mcnemar_p_holm),
+                         f"{100 * (r.accuracy_b - r.accuracy_a):+.1f} pt",
+                         p(r.wilcoxon_p_holm)])
     return rows
 
 
@@ -306,6 +340,7 @@ def write_report(run_dirs: Sequence[Path], out: Path, max_units: int = MAX_UNITS
         runs=[{"name": r.name, "path": str(r.path), "n_units": r.n_units,
                "warnings": r.warnings, "tables": group_tables(r.summary)} for r in runs],
         figures=shown, comparison=compare(runs), names=[r.name for r in runs],
+        paired=paired_tests(runs), paired_headers=PAIRED_HEADERS,
         data_json=script_json(page_data(runs)), max_units=max_units)
     path = out / "report.html"
     write_atomic(path, html)

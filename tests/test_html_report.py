@@ -43,6 +43,26 @@ def test_tables_csv_and_files(tmp_path: Path) -> None:
         assert (out / f"{name}.svg").read_text().lstrip().startswith("<?xml")
 
 
+async def test_report_and_show_of_a_scripted_run(tmp_path: Path) -> None:
+    from societies.backends.scripted import ScriptedBackend
+    from societies.show import show_unit
+    from tests.helpers import config, make_run, tagged_reply
+
+    run = make_run(tmp_path / "run", config(strategies=["00", "11"]),
+                   ScriptedBackend(tagged_reply))
+    await run.execute(progress=False)
+    out = write_report([tmp_path / "run"], tmp_path / "run" / "report")
+    graph = (out.parent / "graph-S2.svg").read_text()  # drawn from config.json's edges
+    assert all(f">agent{i}<" in graph for i in (1, 2, 3))
+    md = (out.parent / "report.md").read_text()
+    assert "### society S2 · strategy 00 · 2 units (0 failed)" in md
+    assert "### society S2 · strategy 11 · 2 units (0 failed)" in md
+    text = show_unit(tmp_path / "run", "S2/00/0/arithmetic-0-0")
+    assert "  agent1 · debate · saw agent2, agent3" in text
+    assert "      | <agent2@1> The answer is 1." in text
+    assert "round 2 · majority 2" in text
+
+
 def test_html_is_self_contained_and_embeds_data_safely(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path / "run")
     page = write_report([run], tmp_path / "out").read_text()
@@ -95,6 +115,11 @@ def test_two_runs_compared_side_by_side(tmp_path: Path) -> None:
     # 6/9 → 7/9 correct turns in round 2: 66.7% vs 77.8%, +11.1 points.
     assert "| S3 | 00 | 2 | 66.7% | 77.8% | +11.1 pt |" in md
     assert "+11.1 pt" in page and 'id="comparison"' in page
+    # Paired tests per group at the last round: strategy 00 has 3 pairs, none discordant in
+    # majority correctness (q2's majority stays wrong), so McNemar's p is 1.
+    row = next(ln for ln in md.splitlines() if ln.startswith("| b | S3 | 00 |"))
+    assert row.split(" | ")[3:10] == ["2", "3", "66.7%", "66.7%", "0", "0", "1"]
+    assert 'id="paired"' in page
     assert {r["run"] for r in csv.DictReader(io.StringIO((out / "rounds.csv").read_text()))} \
         == {"a", "b"}
 
