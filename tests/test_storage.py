@@ -199,3 +199,17 @@ def test_a_missing_directory_or_unreadable_records_are_one_line(tmp_path: Path) 
     store.records_path.mkdir()
     with pytest.raises(UserError, match=r"records.jsonl: cannot be read \(Is a directory\)"):
         store.check_readable()
+
+
+def test_records_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    import gc
+
+    store = _store(tmp_path, [_record("S/0/0/q1")])
+    assert gc.isenabled()
+    assert len(store.records()) == 1 and gc.isenabled()
+    gc.disable()
+    try:
+        store.records()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
