@@ -260,6 +260,15 @@ async def test_transcript_browser_in_chromium(tmp_path: Path,
         await page.js("const t = document.getElementById('sel-strategy'); t.value = '11';"
                       "t.dispatchEvent(new Event('change'))")
         assert await page.js("document.getElementById('sel-unit').value") == "S3/11/0/q1"
+        # A link with #unit=... opens that transcript on load.
+        await page.call("Page.navigate", url="about:blank")
+        await page.call("Page.navigate", url=html.as_uri() + "#unit=S3/11/0/q0")
+        for _ in range(50):
+            if await page.js("document.readyState === 'complete' && (document.getElementById("
+                             "'unit-meta')?.textContent || '').startsWith('S3/11/0/q0')"):
+                break
+            await asyncio.sleep(0.1)
+        assert await page.js("document.getElementById('sel-strategy').value") == "11"
         shot = await page.call("Page.captureScreenshot", format="png")
         png = base64.b64decode(shot["data"])
         (tmp_path / "shot.png").write_bytes(png)

@@ -97,5 +97,25 @@
   if (data.left_out) {
     $("left-out").textContent = data.left_out + " units are not embedded (the page keeps the first {{ max_units }} of each run).";
   }
-  refresh();
+  // A link can open one transcript: report.html#unit=<unit id>&run=<index>&flipped=1
+  var wanted = {};
+  location.hash.replace(/^#/, "").split("&").forEach(function (part) {
+    var eq = part.indexOf("=");
+    if (eq > 0) { wanted[part.slice(0, eq)] = decodeURIComponent(part.slice(eq + 1)); }
+  });
+  var run = wanted.run ? Number(wanted.run) : 0;
+  var target = data.units.filter(function (u) { return u.id === wanted.unit && u.run === run; })[0];
+  onlyFlipped.checked = wanted.flipped === "1" && (!target || target.flipped);
+  if (target) {
+    selRun.value = String(run);
+    refresh();
+    selSoc.value = target.society;
+    refresh();
+    selStrat.value = target.strategy;
+    refresh();
+    selUnit.value = target.id;
+    render();
+  } else {
+    refresh();
+  }
 }());
