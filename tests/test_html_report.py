@@ -142,9 +142,10 @@ def chromium() -> str:
     """The Chromium binary; installed with apt when missing and we are root, else a skip."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "update"], capture_output=True, timeout=300)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}  # never wait on a prompt
+        subprocess.run(["apt-get", "update"], capture_output=True, timeout=300, env=env)
         subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                       capture_output=True, timeout=600)
+                       capture_output=True, timeout=600, env=env)
         found = shutil.which("chromium")
     if found is None:
         pytest.skip("chromium is not installed (and apt-get as root is not available)")
