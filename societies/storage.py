@@ -233,7 +233,8 @@ class RunStore:
             uid = doc.get("unit_id") if isinstance(doc, dict) else None
             version = doc.get("schema_version", SCHEMA_VERSION) if isinstance(doc, dict) else 0
             if not isinstance(uid, str) or not isinstance(version, int):
-                raise UserError(f"{where}: not a valid record (no unit_id)")
+                raise UserError(f"{where}: not a valid record (unit_id is not a string or "
+                                "schema_version not an integer)")
         if version > SCHEMA_VERSION:
             raise UserError(f"{where}: schema_version {version} is newer than this societies "
                             f"({SCHEMA_VERSION}): upgrade")
