@@ -1,4 +1,4 @@
-"""The `societies` command: run, report, list, schema.
+"""The `societies` command: run, list, schema; report, show, stats, export (cli_analysis).
 
 Bad input ends with one line on stderr naming what and where, and exit status 2.
 """
@@ -46,27 +46,11 @@ def _run(args: argparse.Namespace) -> int:
     except UserError:
         # e.g. a wrong model name, known only from the first reply: leave no directory behind
         # that would later refuse the corrected config.
-        if fresh and not store.records():
+        if fresh and not (store.records_path.exists() and store.records_path.stat().st_size):
             shutil.rmtree(store.root, ignore_errors=True)
         raise
     print(format_table(summary))
     print(f"\nrun directory: {store.root}")
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from societies.config import parse_config
-    from societies.plan import build_plan
-    from societies.report import format_audit, format_table
-    from societies.runner import summarize_run
-    from societies.storage import RunStore
-
-    store = RunStore(args.run_dir)
-    plan = build_plan(parse_config(store.saved_config(), str(store.config_path)))
-    records = store.records()
-    print(format_table(summarize_run(plan, records)))
-    if args.sample > 0:  # how the answers were read, so a reader can judge the scoring
-        print(format_audit(records, sample=args.sample, seed=args.seed))
     return 0
 
 
@@ -106,13 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="bypass the LLM-call cache")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
-    report = sub.add_parser("report", help="print the per-round table and the parse audit of "
-                            "a run directory")
-    report.add_argument("run_dir", type=Path)
-    report.add_argument("--sample", type=int, default=8,
-                        help="replies shown in the parse audit (0: no audit)")
-    report.add_argument("--seed", type=int, default=0, help="which replies the audit samples")
-    report.set_defaults(func=_report)
+    from societies.cli_analysis import add_commands
+
+    add_commands(sub)
     sub.add_parser("list", help="list cards, tasks, backends, strategies").set_defaults(func=_list)
     sub.add_parser("schema", help="print the record JSON Schema").set_defaults(func=_schema)
     return parser

@@ -41,11 +41,14 @@ class Job:
     strategies: tuple[Strategy, ...]
 
 
-def summarize_run(plan: Plan, records: list[UnitRecord]) -> Summary:
-    """Per-round metrics plus the token ledger (priced with the config's ``run.prices``)."""
-    summary = summarize(records)
+def summarize_run(plan: Plan, store: RunStore) -> Summary:
+    """Per-round metrics plus the token ledger (priced with the config's ``run.prices``).
+
+    Records are streamed twice (metrics, then ledger), so memory does not grow with the run.
+    """
+    summary = summarize(store.iter_records())
     agent_models = {f"{s.name}/{a.name}": a.model for s in plan.societies for a in s.agents}
-    summary.ledger = build_ledger(records, agent_models, plan.config.run.prices)
+    summary.ledger = build_ledger(store.iter_records(), agent_models, plan.config.run.prices)
     return summary
 
 
@@ -164,6 +167,6 @@ class Run:
             flush(everything=True)
             bar.close()
             await self.pool.aclose()
-        summary = summarize_run(self.plan, self.store.records())
+        summary = summarize_run(self.plan, self.store)
         self.store.write_summary(summary)
         return summary

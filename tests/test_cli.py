@@ -99,3 +99,44 @@ def test_sigint_mid_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> No
     lines = records.read_text().splitlines()
     ids = [json.loads(line)["unit_id"] for line in lines]
     assert len(ids) == len(set(ids)) == 32
+
+
+def test_report_html_show_stats_and_export_on_one_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config(task={"name": "arithmetic", "n": 3})))
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out), "--html", "--sample", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report' / 'report.html'}" in printed
+    assert {"report.md", "rounds.csv", "report.html"} <= {p.name for p in (out / "report")
+                                                           .iterdir()}
+    unit = json.loads((out / "records.jsonl").read_text().splitlines()[0])["unit_id"]
+    assert main(["show", str(out), unit]) == 0
+    assert "agent1" in capsys.readouterr().out
+    assert main(["stats", str(out)]) == 0
+    assert "paired comparisons" in capsys.readouterr().out
+    assert main(["export", str(out), str(tmp_path / "tables")]) == 0
+    assert {p.name for p in (tmp_path / "tables").iterdir()} >= {"turns.csv", "units.csv",
+                                                                  "rounds.csv"}
+    # Two runs side by side: both tables, one report.
+    assert main(["report", str(out), str(out), "--sample", "0",
+                 "--out", str(tmp_path / "both")]) == 0
+    assert capsys.readouterr().out.count("== ") == 2
+
+
+def test_report_on_a_torn_run_warns_and_goes_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config(task={"name": "arithmetic", "n": 1})))
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    with (out / "records.jsonl").open("a") as fh:
+        fh.write('{"schema_version": 2, "unit_id": "S2/00/0/x", "ta')  # a write cut short
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "last line is incomplete" in captured.err
+    assert "society S2 · strategy 00 · 1 unit (0 failed)" in captured.out
