@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from societies.frames import RunFrames
+    from societies.analysis.frames import RunFrames
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "load"]
@@ -20,8 +20,8 @@ def load(run_dir: str | Path) -> RunFrames:
     """A run directory as pandas DataFrames (``turns``, ``units``, ``rounds``).
 
     ``societies.load("runs/x").turns.groupby("strategy")["correct"].mean()``; see
-    ``societies.frames``. pandas is imported here, not with the package.
+    ``societies.analysis.frames``. pandas is imported here, not with the package.
     """
-    from societies.frames import load as _load
+    from societies.analysis.frames import load as _load
 
     return _load(run_dir)

@@ -40,7 +40,7 @@ def report(args: argparse.Namespace) -> int:
         if args.sample > 0:  # how the answers were read, so a reader can judge the scoring
             print(format_audit(store.iter_records(), sample=args.sample, seed=args.seed))
     if args.html or args.out:
-        from societies.html_report import write_report
+        from societies.analysis.html_report import write_report
 
         out = args.out or stores[0].root / "report"
         print(f"report: {write_report([s.root for s in stores], out)}")
@@ -49,7 +49,7 @@ def report(args: argparse.Namespace) -> int:
 
 def show(args: argparse.Namespace) -> int:
     """One unit's transcript in the terminal."""
-    from societies.show import show_unit
+    from societies.analysis.show import show_unit
 
     readable(args.run_dir)
     print(show_unit(args.run_dir, args.unit_id))
@@ -58,7 +58,7 @@ def show(args: argparse.Namespace) -> int:
 
 def stats(args: argparse.Namespace) -> int:
     """Paired tests between strategies and societies, win counts and ANOVA of one run."""
-    from societies import stats as st
+    from societies.analysis import stats as st
 
     readable(args.run_dir)
     with _wide_tables():
@@ -74,7 +74,7 @@ def stats(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     """Turns, units and rounds as CSV or Parquet files."""
-    from societies.frames import load
+    from societies.analysis.frames import load
 
     readable(args.run_dir)
     for path in load(args.run_dir).export(args.out, args.format):

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from statistics import fmean
 
+from societies.analysis.social import social_metrics
 from societies.compact import (
     Cell,
     CompactUnit,
@@ -26,7 +27,6 @@ from societies.compact import (
     project,
 )
 from societies.records import UnitRecord
-from societies.social import social_metrics
 from societies.summary import (
     BEHAVIOURS,
     SPLIT_KEYS,

@@ -174,7 +174,7 @@ class SocialRound(BaseModel):
 
 
 class SocialMetrics(BaseModel):
-    """Social-influence measures of one group, from the records alone (``societies.social``).
+    """Social-influence measures of one group, from records alone (``societies.analysis.social``).
 
     Turns with an error (and missing turns) are left out of every measure below; a parse
     failure is answer None. "Previous answer" means the same agent's answer in round k−1.

@@ -221,7 +221,7 @@ def test_audit_of_schema_1_records() -> None:
 
 
 def test_social_block_under_the_table() -> None:
-    from tests.test_social import UNITS  # the hand-worked social example
+    from tests.analysis.test_social import UNITS  # the hand-worked social example
 
     block = format_table(summarize(UNITS)).rstrip("\n").splitlines()
     assert block[-5:] == [
@@ -243,7 +243,7 @@ def test_social_block_without_later_rounds_is_one_line() -> None:
 
 
 def test_social_block_wraps_many_traits() -> None:
-    from tests.test_social import UNITS
+    from tests.analysis.test_social import UNITS
 
     traits = [f"trait-with-a-long-name-{i}" for i in range(3)]
     units = [u.model_copy(update={"traits": traits}) for u in UNITS]

@@ -158,13 +158,13 @@ def stages(store: RunStore, out: Path, n_boot: int) -> Iterator[tuple[str, Calla
     yield "check_readable()", store.check_readable
     yield "summarize(records())", lambda: summarize(store.records())
     yield "summarize(iter_records())", lambda: summarize(store.iter_records())
-    if importlib.util.find_spec("societies.stats"):
-        from societies import stats
+    if importlib.util.find_spec("societies.analysis.stats"):
+        from societies.analysis import stats
 
         yield (f"stats.intervals(n_boot={n_boot})",
                lambda: stats.intervals(store.root, n_boot=n_boot))
-    if importlib.util.find_spec("societies.html_report"):
-        from societies.html_report import write_report
+    if importlib.util.find_spec("societies.analysis.html_report"):
+        from societies.analysis.html_report import write_report
 
         yield "html_report.write_report", lambda: write_report([store.root], out / "report")
 

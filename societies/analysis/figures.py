@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 matplotlib.rcParams["svg.fonttype"] = "none"
 matplotlib.rcParams["svg.hashsalt"] = "societies"  # stable ids: the same run, the same file
 
-METRICS = {  # name (as in RoundMetrics and societies.stats) -> axis label
+METRICS = {  # name (as in RoundMetrics and societies.analysis.stats) -> axis label
     "mean_accuracy": "mean accuracy (fraction of agents correct)",
     "majority_accuracy": "majority accuracy (fraction of units)",
     "n_clusters": "distinct answers (consensus: lower is closer)",
@@ -101,7 +101,7 @@ def _bootstrap(num: np.ndarray, den: np.ndarray, rng: np.random.Generator
 
 def own_intervals(records: Iterable[UnitRecord], metrics: Sequence[str], seed: int = 0
                   ) -> list[Row]:
-    """The fallback when ``societies.stats`` is missing: a percentile bootstrap over units."""
+    """The fallback without ``societies.analysis.stats``: a percentile bootstrap over units."""
     groups: defaultdict[tuple[str, str], list[dict[str, list[tuple[float, float]]]]] = \
         defaultdict(list)
     for u in records:  # one pass; only the small per-round parts are kept
@@ -122,7 +122,7 @@ def own_intervals(records: Iterable[UnitRecord], metrics: Sequence[str], seed: i
 
 def _intervals(records: Iterable[UnitRecord], metrics: Sequence[str], seed: int) -> list[Row]:
     try:
-        from societies.stats import intervals
+        from societies.analysis.stats import intervals
     except ImportError:  # the statistics module is optional here; use the simple bootstrap
         return own_intervals(records, metrics, seed)
     frame = intervals(records, n_boot=N_BOOT, seed=seed, metrics=list(metrics))
@@ -134,7 +134,7 @@ def round_curves(records: Iterable[UnitRecord], metrics: Sequence[str] = tuple(M
                  seed: int = 0, prefix: str = "") -> dict[str, list[Curve]]:
     """Per metric, one curve per (society, strategy) group: value per round, 95% interval.
 
-    The intervals come from ``societies.stats.intervals`` (questions resampled, repeats
+    The intervals come from ``societies.analysis.stats.intervals`` (questions resampled, repeats
     pooled); without that module, from :func:`own_intervals` (units resampled).
 
     Args:

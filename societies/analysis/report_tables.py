@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from societies.metrics import Summary
 
 if TYPE_CHECKING:
-    from societies.html_report import RunData
+    from societies.analysis.html_report import RunData
 
 
 def _pct(x: float | None) -> str:
@@ -131,10 +131,10 @@ PAIRED_HEADERS = ["run", "society", "strategy", "round", "pairs", "majority (fir
 def paired_tests(runs: Sequence[RunData]) -> list[list[str]]:
     """Each later run against the first, per shared (society, strategy) at the last round:
     McNemar on majority correctness over (question, repeat) pairs and Wilcoxon on per-question
-    accuracy (``societies.stats.compare_runs``); [] for one run."""
+    accuracy (``societies.analysis.stats.compare_runs``); [] for one run."""
     if len(runs) < 2:
         return []
-    from societies.stats import compare_runs
+    from societies.analysis.stats import compare_runs
 
     def p(x: Any) -> str:
         return "–" if x is None or x != x else f"{x:.3g}"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import societies
+from societies.analysis.frames import RunFrames, frames, strategy_symbols
 from societies.backends.scripted import ScriptedBackend
 from societies.errors import UserError
-from societies.frames import RunFrames, frames, strategy_symbols
 from societies.records import Round, Turn, UnitRecord
 from tests.helpers import config, make_run
 
@@ -126,7 +126,7 @@ def test_strategy_symbols() -> None:
 
 
 def test_statistics_read_a_run_directory(run_dir: Path) -> None:
-    from societies.stats import compare, compare_runs, intervals
+    from societies.analysis.stats import compare, compare_runs, intervals
 
     got = intervals(str(run_dir), n_boot=100, metrics=["majority_accuracy"])
     assert len(got) == 2 * 3 and (got.n_questions == 2).all()

@@ -18,10 +18,7 @@ from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
-from societies.errors import MissingDependency, UserError
-from societies.metrics import Summary, majority_answer, summarize
-from societies.records import UnitRecord
-from societies.report_tables import (
+from societies.analysis.report_tables import (
     PAIRED_HEADERS,
     compare,
     group_tables,
@@ -29,6 +26,9 @@ from societies.report_tables import (
     paired_tests,
     rounds_csv,
 )
+from societies.errors import MissingDependency, UserError
+from societies.metrics import Summary, majority_answer, summarize
+from societies.records import UnitRecord
 from societies.storage import RunStore, write_atomic
 
 MAX_UNITS = 2000  # transcripts embedded per run; the page says how many it left out
@@ -111,7 +111,7 @@ def _data_url(path: Path, mime: str) -> str:
 
 def write_figures(runs: Sequence[RunData], out: Path) -> list[dict[str, str]]:
     """Draw every figure into ``out`` (PNG and SVG); return title and SVG data URL of each."""
-    from societies import figures as F
+    from societies.analysis import figures as F
 
     made: list[tuple[str, str, Any]] = []
     many = len(runs) > 1
@@ -143,11 +143,14 @@ def write_figures(runs: Sequence[RunData], out: Path) -> list[dict[str, str]]:
 
 
 def _influence_figures(runs: Sequence[RunData]) -> list[tuple[str, str, Any]]:
-    """Per run, adoptions source trait → adopter trait summed over its groups (debate turns
-    that took up an answer they were shown; ``societies.social.trait_influence_matrix``)."""
-    from societies import figures as F
+    """Per run, adoptions source trait → adopter trait summed over its groups.
+
+    Adoptions are debate turns that took up an answer they were shown
+    (``societies.analysis.social.trait_influence_matrix``).
+    """
+    from societies.analysis import figures as F
+    from societies.analysis.social import trait_influence_matrix
     from societies.compact import CompactUnit, project
-    from societies.social import trait_influence_matrix
 
     made = []
     for i, run in enumerate(runs):

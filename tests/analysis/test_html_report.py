@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from societies.analysis.html_report import flipped, script_json, write_report
 from societies.errors import UserError
-from societies.html_report import flipped, script_json, write_report
 from tests.report_fixtures import XSS, make_run_dir, standard_units, unit
 
 
@@ -44,8 +44,8 @@ def test_tables_csv_and_files(tmp_path: Path) -> None:
 
 
 async def test_report_and_show_of_a_scripted_run(tmp_path: Path) -> None:
+    from societies.analysis.show import show_unit
     from societies.backends.scripted import ScriptedBackend
-    from societies.show import show_unit
     from tests.helpers import config, make_run, tagged_reply
 
     run = make_run(tmp_path / "run", config(strategies=["00", "11"]),
@@ -287,10 +287,12 @@ def test_wheel_ships_the_templates(tmp_path: Path) -> None:
     import zipfile
 
     build = pytest.importorskip("hatchling.builders.wheel")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     wheel = next(iter(build.WheelBuilder(str(root)).build(directory=str(tmp_path),
                                                           versions=["standard"])))
     names = zipfile.ZipFile(wheel).namelist()
-    for name in ("societies/templates/report.html.j2", "societies/templates/report.js",
-                 "societies/html_report.py", "societies/figures.py", "societies/show.py"):
+    for name in ("societies/analysis/templates/report.html.j2",
+                 "societies/analysis/templates/report.js",
+                 "societies/analysis/html_report.py", "societies/analysis/figures.py",
+                 "societies/analysis/show.py"):
         assert name in names

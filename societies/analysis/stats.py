@@ -16,7 +16,14 @@ from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from societies.frames import Cell, cells, majority_correct, pandas, run_records, strategy_symbols
+from societies.analysis.frames import (
+    Cell,
+    cells,
+    majority_correct,
+    pandas,
+    run_records,
+    strategy_symbols,
+)
 from societies.metrics import majority_answer
 from societies.records import UnitRecord
 

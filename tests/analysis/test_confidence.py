@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from societies.confidence import answer_probability, confidence_weighted_majority
+from societies.analysis.confidence import answer_probability, confidence_weighted_majority
 
 TOKENS = [("The", -0.1), (" answer", -0.2), (" is", -0.3), (" 4", -0.4), ("2", -0.5),
           (". So", -0.6), (" 4", -0.7), ("2", -0.8), (".", -0.9)]

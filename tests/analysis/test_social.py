@@ -8,11 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from societies.backends.base import Message
-from societies.backends.scripted import ScriptedBackend
-from societies.metrics import summarize
-from societies.records import Round, Turn, UnitRecord
-from societies.social import (
+from societies.analysis.social import (
     answer_entropy,
     first_consensus_round,
     influence_matrix,
@@ -20,6 +16,10 @@ from societies.social import (
     social_metrics,
     trait_influence_matrix,
 )
+from societies.backends.base import Message
+from societies.backends.scripted import ScriptedBackend
+from societies.metrics import summarize
+from societies.records import Round, Turn, UnitRecord
 from societies.summary import SocialMetrics, Summary
 from tests.helpers import config, make_run, speaker
 

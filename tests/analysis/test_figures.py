@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from societies import figures as F
+from societies.analysis import figures as F
 from societies.metrics import summarize
 from tests.report_fixtures import AGENTS, EDGES, standard_units
 
@@ -81,7 +81,7 @@ def test_fallback_bootstrap_matches_the_stats_module_on_values() -> None:
     assert ("S3", "00", 0, "conformity") not in own  # undefined in round 0: no row
     for (_, _, _, _), (value, lo, hi) in own.items():
         assert lo <= value + 1e-9 and value <= hi + 1e-9
-    stats = pytest.importorskip("societies.stats")
+    stats = pytest.importorskip("societies.analysis.stats")
     frame = stats.intervals(units, metrics=metrics)
     theirs = {(r.society, r.strategy, r.round, r.metric): r.mean for r in frame.itertuples()}
     assert theirs.keys() == own.keys()

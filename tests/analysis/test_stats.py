@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from societies.frames import frames
+from societies.analysis.frames import frames
+from societies.analysis.stats import anova, compare, compare_runs, holm, intervals, mcnemar, wins
 from societies.records import Round, Turn, UnitRecord
-from societies.stats import anova, compare, compare_runs, holm, intervals, mcnemar, wins
 
 pd = pytest.importorskip("pandas")
 

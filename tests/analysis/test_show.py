@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from societies.analysis.show import show_unit
 from societies.errors import UserError
-from societies.show import show_unit
 from tests.report_fixtures import make_run_dir, standard_units, unit
 
 
