@@ -36,6 +36,7 @@ class Cell(NamedTuple):
     completion_tokens: int = 0
     pattern: str | None = None
     saw: tuple[int, ...] = ()
+    prob: float | None = None  # the answer's probability, when log-probabilities were recorded
 
 
 # An agent with no turn in a round: its branch ended, which is an error, not a parse failure.
@@ -80,6 +81,7 @@ def _cell(turn: Turn | None, agents: Sequence[str], me: int) -> Cell:
         completion_tokens=turn.completion_tokens,
         pattern=turn.pattern,
         saw=_positions(turn.saw, agents, me) if turn.saw else (),
+        prob=None if errored else turn.answer_prob,
     )
 
 

@@ -46,6 +46,9 @@ class SamplingConfig(Strict):
     min_p: float = Field(0.0, ge=0, le=1, description="drop tokens under min_p × the top one's")
     seed: int = 0
     stop: list[str] = Field([], description="strings that end a reply (not included)")
+    logprobs: bool = Field(False, description=(
+        "ask for the sampled tokens' log-probabilities, to record each answer's probability "
+        "(backends that return none, the in-process llama.cpp ones, record null)"))
 
     def over(self, base: SamplingConfig) -> SamplingConfig:
         """``base`` with the fields written in this config replaced.

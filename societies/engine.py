@@ -14,7 +14,8 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
-from societies.backends.base import BackendError, ContextOverflowError, Message
+from societies.analysis.confidence import answer_probability
+from societies.backends.base import BackendError, ContextOverflowError, Message, Reply
 from societies.backends.model import Model
 from societies.errors import UserError
 from societies.plan import AgentPlan, SocietyPlan
@@ -198,7 +199,8 @@ class Engine:
             raise UnitFailed(f"{agent.name}: reading the answer failed: "
                              f"{type(err).__name__}: {err}") from None
         return Turn(agent=agent.name, pattern=pattern, reply=reply.text, answer=read.answer,
-                    raw_answer=read.raw, correct=self.task.score(read.answer, question.gold),
+                    raw_answer=read.raw, answer_prob=_answer_prob(reply, read.raw),
+                    correct=self.task.score(read.answer, question.gold),
                     prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                     retries=reply.retries, cached=reply.cached,
                     finish_reason="length" if reply.finish_reason == "length" else "stop",
@@ -218,6 +220,21 @@ class Engine:
             done = _rounds(node.completed) if node.completed is not None else []
             return UnitRecord(**common, rounds=done, status="failed", error=str(node))  # type: ignore[arg-type]
         return UnitRecord(**common, rounds=_rounds(node))  # type: ignore[arg-type]
+
+
+def _answer_prob(reply: Reply, raw: str | None) -> float | None:
+    """The answer's probability from the reply's token log-probabilities, if it has them.
+
+    Backends strip the reply text; the tokens spell it with its surrounding white space.
+    """
+    if not reply.logprobs or raw is None:
+        return None
+    tokens = [(t.token, t.logprob) for t in reply.logprobs]
+    spelled = "".join(text for text, _ in tokens)
+    if spelled.strip() != reply.text:
+        return None
+    prob = answer_probability(spelled, raw, tokens)
+    return None if prob is None else round(prob, 6)
 
 
 def _rounds(node: Node) -> list[Round]:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from statistics import fmean
 
+from societies.analysis.confidence import confidence_weighted_majority
 from societies.analysis.social import social_metrics
 from societies.compact import (
     Cell,
@@ -179,7 +180,19 @@ def _round_metrics(
         prompt_tokens=sum(t["prompt"] for t in per_agent_tokens.values()),
         completion_tokens=sum(t["completion"] for t in per_agent_tokens.values()),
         tokens_per_agent=per_agent_tokens,
+        weighted_majority_accuracy=_weighted_majority_accuracy(rows),
     )
+
+
+def _weighted_majority_accuracy(rows: Sequence[Sequence[Cell]]) -> float | None:
+    """Share of units whose confidence-weighted majority is correct (see RoundMetrics)."""
+    if not any(c.prob is not None for row in rows for c in row):
+        return None
+    right = 0
+    for row in rows:
+        top = confidence_weighted_majority([c.answer for c in row], [c.prob for c in row])
+        right += top is not None and any(c.answer == top and c.correct for c in row)
+    return right / len(rows)
 
 
 def group_metrics(units: Sequence[UnitRecord]) -> GroupMetrics:

@@ -90,7 +90,8 @@ def _agent(cfg: AgentConfig, exp: ExperimentConfig, models: dict[str, dict[str, 
     model = _model_name(model_ref, models, f"{where}.model")
     settings = Settings(temperature=sampling.temperature, max_tokens=sampling.max_tokens,
                         top_p=sampling.top_p, top_k=sampling.top_k, min_p=sampling.min_p,
-                        seed=sampling.seed, stop=tuple(sampling.stop))
+                        seed=sampling.seed, stop=tuple(sampling.stop),
+                        logprobs=0 if sampling.logprobs else None)
     check_sampling({**BUNDLED_ALIASES, **models}[model], settings, f"{where}.sampling")
     return AgentPlan(name=cfg.name, card=load_card(trait, f"{where}.trait"), model=model,
                      settings=settings)

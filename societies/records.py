@@ -35,6 +35,9 @@ class Turn(BaseModel):
     model: str = Field("", description="the model's name in the config")
     seed: int | None = Field(None, description="the sampling seed of this call")
     latency_s: float = Field(0.0, ge=0, description="seconds the call took (0 when cached)")
+    answer_prob: float | None = Field(None, ge=0, le=1, description=(
+        "the probability the model gave the extracted answer's tokens (sampling.logprobs on and "
+        "a backend that returns log-probabilities); None otherwise"))
     saw: list[str] = Field([], description=(
         "the agents whose latest replies this turn's prompt showed (debate), in society order; "
         "empty for round 0 and reflection, or a debate turn shown nothing"))

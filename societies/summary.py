@@ -59,6 +59,10 @@ class RoundMetrics(BaseModel):
             truncated), the fraction with no answer: how often the parser fails on complete
             replies. None when there are no such turns.
         The three truncation rates are None when the group holds schema-1 records.
+        weighted_majority_accuracy: fraction of units whose confidence-weighted majority
+            (each answer weighted by its ``answer_prob``; the largest total wins, a tie none;
+            ``societies.analysis.confidence``) is correct; None when no turn of the round has a
+            probability.
         prompt_tokens, completion_tokens: sums over units and agents.
         tokens_per_agent: agent → {"prompt": sum, "completion": sum} over units.
     """
@@ -87,6 +91,7 @@ class RoundMetrics(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     tokens_per_agent: dict[str, dict[str, int]]
+    weighted_majority_accuracy: float | None = None
 
 
 class ReplyCounts(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from societies.backends.base import (
     Message,
     Reply,
     Settings,
+    TokenLogprob,
     TransientBackendError,
 )
 from societies.backends.model import RetryPolicy
@@ -379,3 +381,29 @@ def write_questions(folder: Path) -> Path:
     path = folder / "sums.jsonl"
     path.write_text('{"question": "What is 8 + 8?", "answer": "16"}\n')
     return path
+
+
+class WithLogprobs(ScriptedBackend):
+    """Replies with token log-probabilities, as an OpenAI-compatible server gives them."""
+
+    async def generate(self, messages: Sequence[Message], settings: Settings) -> Reply:
+        assert settings.logprobs == 0  # asked for because sampling.logprobs is on
+        me = speaker(messages)
+        answer, p = {"agent1": ("7", 0.5), "agent2": ("7", 0.25), "agent3": ("9", 0.9)}[me]
+        tokens = (TokenLogprob(" The answer is", -0.1), TokenLogprob(" " + answer, math.log(p)),
+                  TokenLogprob(".", 0.0))
+        return Reply("The answer is " + answer + ".", 5, 3, logprobs=tokens)
+
+
+async def test_answer_probability_and_confidence_weighted_majority(tmp_path: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "3 + 6?", "answer": "9"}\n')
+    cfg = config(rounds=0, strategies=[""], task={"name": "jsonl", "path": str(questions)},
+                 defaults={"model": "s", "sampling": {"temperature": 0.0, "logprobs": True}})
+    run = make_run(tmp_path / "run", cfg, WithLogprobs(["x"]))
+    summary = await run.execute(progress=False)
+    (record,) = run.store.records()
+    assert [t.answer_prob for t in record.rounds[0].turns] == [0.5, 0.25, 0.9]
+    (rnd,) = summary.groups[0].rounds
+    # MachineSoM's majority is 7 (two agents, wrong); weighted, 9 carries 0.9 > 0.75 (right).
+    assert rnd.majority_accuracy == 0 and rnd.weighted_majority_accuracy == 1

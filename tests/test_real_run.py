@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,39 @@ def test_quickstart_config_runs_its_first_question_on_the_real_model(
     assert all(t.model == "smollm2-f16" and t.seed is not None for t in turns)
     assert all(t.answer is None or t.raw_answer for t in turns)
     assert all(t.reply and not t.error for r in records for rd in r.rounds for t in rd.turns)
+
+
+@pytest.mark.real
+def test_answer_probabilities_from_a_real_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """sampling.logprobs through llama_cpp.server (started with logits_all): answers get their
+    probability, and the summary its confidence-weighted majority."""
+    from societies.backends.bundled import bundled_path
+    from societies.storage import RunStore
+    from tests.servers import start_llama_server, stop_process
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "What is 2 + 3?", "answer": "5"}\n')
+    url, proc = start_llama_server(bundled_path("smollm2"), logits_all=True)
+    try:
+        cfg = {"name": "confidence",
+               "models": {"srv": {"backend": "openai", "base_url": f"{url}/v1",
+                                  "model": "smollm2"}},
+               "defaults": {"model": "srv", "sampling": {"temperature": 0.0, "max_tokens": 32,
+                                                         "logprobs": True}},
+               "societies": [{"machinesom": "S2"}], "rounds": 0, "strategies": [""],
+               "task": {"name": "jsonl", "path": str(questions)},
+               "run": {"cache": False}}
+        path = tmp_path / "exp.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert main(["run", str(path), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    finally:
+        stop_process(proc)
+    (record,) = RunStore(tmp_path / "r").records()
+    turns = record.rounds[0].turns
+    answered = [t for t in turns if t.answer is not None]
+    assert answered, [t.reply for t in turns]
+    assert all(t.answer_prob is not None and 0 < t.answer_prob <= 1 for t in answered)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["groups"][0]["rounds"][0]["weighted_majority_accuracy"] is not None

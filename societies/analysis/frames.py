@@ -107,7 +107,8 @@ def _turn_rows(unit: UnitRecord) -> Iterable[dict[str, Any]]:
                 "question_id": unit.question_id, "round": rnd.index, "agent": t.agent,
                 "agent_index": i, "trait": unit.traits[i] if i < len(unit.traits) else None,
                 "pattern": t.pattern, "answer": t.answer, "raw_answer": t.raw_answer,
-                "correct": t.correct, "finish_reason": t.finish_reason, "saw": "|".join(t.saw),
+                "answer_prob": t.answer_prob, "correct": t.correct,
+                "finish_reason": t.finish_reason, "saw": "|".join(t.saw),
                 "model": t.model, "seed": t.seed, "prompt_tokens": t.prompt_tokens,
                 "completion_tokens": t.completion_tokens,
                 "tokens": t.prompt_tokens + t.completion_tokens, "latency": t.latency_s,
@@ -165,7 +166,8 @@ def _round_rows(records: Sequence[UnitRecord]) -> list[dict[str, Any]]:
 
 
 TURN_COLUMNS = ("unit_id", "society", "strategy", "prefix", "repeat", "question_id", "round",
-                "agent", "agent_index", "trait", "pattern", "answer", "raw_answer", "correct",
+                "agent", "agent_index", "trait", "pattern", "answer", "raw_answer",
+                "answer_prob", "correct",
                 "finish_reason", "saw", "model", "seed", "prompt_tokens", "completion_tokens",
                 "tokens", "latency", "retries", "cached", "error", "status", "reply")
 
