@@ -251,3 +251,12 @@ def run_records(run_dir: str | Path) -> Iterator[UnitRecord]:
 def load(run_dir: str | Path) -> RunFrames:
     """The frames of a run directory: ``societies.load("runs/x").turns``."""
     return frames(run_records(run_dir))
+
+
+Source = str | Path | Iterable[UnitRecord]  # a run directory, or the records themselves
+
+
+def scored_records(source: Source) -> Iterator[UnitRecord]:
+    """The records of ``source`` with status ok, in one pass (a directory is streamed)."""
+    recs = run_records(source) if isinstance(source, str | Path) else source
+    return (r for r in recs if r.status == "ok")
