@@ -43,6 +43,8 @@ bench: setup
 	$(PY) experiments/bench/bench_concurrency.py
 	$(PY) experiments/bench/bench_overhead.py
 	$(PY) experiments/ensembles/bench_steps.py
+	$(PY) experiments/bench/bench_requant.py
+	$(PY) experiments/bench/bench_report.py
 
 clean:
 	rm -rf $(VENV) runs
