@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 from societies.records import Turn, UnitRecord
 
-__all__ = ["MISSING", "Cell", "CompactUnit", "agent_keys", "answers", "majority_answer",
-           "project"]
+__all__ = ["MISSING", "Cell", "CompactUnit", "Grid", "agent_keys", "answers", "majority_answer",
+           "majority_correct", "project"]
 
 
 class Cell(NamedTuple):
@@ -109,6 +109,16 @@ def project(unit: UnitRecord) -> CompactUnit:
 def answers(row: Sequence[Cell]) -> list[str | None]:
     """The answers of one round's cells, in society order."""
     return [c.answer for c in row]
+
+
+def majority_correct(row: Sequence[Cell]) -> bool:
+    """Whether the round's majority exists and is correct.
+
+    Scored as: some agent whose answer equals the majority answer has correct=True, so scoring
+    stays in the task (gold may be a list, answers are canonicalised by the task's answer kind).
+    """
+    maj = majority_answer(answers(row))
+    return maj is not None and any(c.answer == maj and c.correct for c in row)
 
 
 def agent_keys(agents: Sequence[str]) -> list[str]:

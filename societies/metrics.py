@@ -25,6 +25,7 @@ from societies.compact import (
     agent_keys,
     answers,
     majority_answer,
+    majority_correct,
     project,
 )
 from societies.records import UnitRecord
@@ -49,16 +50,6 @@ def _imean(values: Iterable[int]) -> float:
     """The mean of whole numbers (bools too): fmean's exact value, computed faster."""
     items = list(values)
     return sum(items) / len(items)
-
-
-def _majority_correct(row: Sequence[Cell]) -> bool:
-    """Whether the round's majority exists and is correct.
-
-    Scored as: some agent whose answer equals the majority answer has correct=True, so scoring
-    stays in the task (gold may be a list, answers are canonicalised by the task's answer kind).
-    """
-    maj = majority_answer(answers(row))
-    return maj is not None and any(c.answer == maj and c.correct for c in row)
 
 
 def behaviour(majority_correct_by_round: Sequence[bool]) -> str:
@@ -163,7 +154,7 @@ def _round_metrics(
         n_units=n_units,
         accuracy_per_agent=accuracy,
         mean_accuracy=_imean(c.correct for c in cells),
-        majority_accuracy=_imean(_majority_correct(row) for row in rows),
+        majority_accuracy=_imean(majority_correct(row) for row in rows),
         n_clusters=_imean(len(set(answers(row))) for row in rows),
         plurality_share=fmean(
             Counter(answers(row)).most_common(1)[0][1] / n_agents for row in rows
@@ -225,7 +216,7 @@ def _group_metrics(units: Sequence[CompactUnit]) -> GroupMetrics:
         _round_metrics(k, [g for g in grids if len(g) > k], agents, known)
         for k in range(n_rounds)
     ]
-    kinds = Counter(behaviour([_majority_correct(row) for row in g]) for g in grids)
+    kinds = Counter(behaviour([majority_correct(row) for row in g]) for g in grids)
     return GroupMetrics(
         society=society,
         strategy=strategy,

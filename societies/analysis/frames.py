@@ -25,15 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from societies.compact import majority_answer, majority_correct, project
 from societies.errors import MissingDependency, UserError
-from societies.metrics import behaviour, majority_answer, summarize
-from societies.records import Turn, UnitRecord
+from societies.metrics import behaviour, summarize
+from societies.records import UnitRecord
 from societies.storage import RunStore
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Cell", "RunFrames", "cells", "frames", "load", "majority_correct", "pandas",
+__all__ = ["RunFrames", "Source", "frames", "load", "pandas",
            "run_records", "strategy_symbols"]
 
 _SYMBOL = re.compile(r"\[[^\]]*\]|.")  # one round: "0", "1" or a bracketed per-agent group
@@ -51,46 +52,6 @@ def pandas() -> Any:
 def strategy_symbols(strategy: str) -> list[str]:
     """One symbol per round after round 0: ``"0[100]1"`` -> ``["0", "[100]", "1"]``."""
     return _SYMBOL.findall(strategy)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One agent in one round of one unit as every metric sees it (errors count as no answer)."""
-
-    answer: str | None
-    correct: bool
-    errored: bool
-    truncated: bool
-
-    @property
-    def parse_failed(self) -> bool:
-        """No answer could be read from a reply that did not fail."""
-        return self.answer is None and not self.errored
-
-
-_MISSING = Cell(answer=None, correct=False, errored=True, truncated=False)
-
-
-def _cell(turn: Turn) -> Cell:
-    errored = turn.error is not None
-    return Cell(answer=None if errored else turn.answer, correct=turn.correct and not errored,
-                errored=errored, truncated=turn.finish_reason == "length" and not errored)
-
-
-def cells(unit: UnitRecord) -> list[list[Cell]]:
-    """The unit's ``[round][agent]`` cells; an agent missing from a round is an error cell.
-
-    Same rules as ``societies.metrics`` (a missing turn is an ended branch, i.e. an error).
-    """
-    n = len(unit.agents)
-    return [[_cell(r.turns[i]) if i < len(r.turns) else _MISSING for i in range(n)]
-            for r in unit.rounds]
-
-
-def majority_correct(row: Sequence[Cell]) -> bool:
-    """Whether the round's majority answer exists and some agent holding it was scored correct."""
-    maj = majority_answer([c.answer for c in row])
-    return maj is not None and any(c.answer == maj and c.correct for c in row)
 
 
 def _gold(gold: str | list[str]) -> str:
@@ -118,7 +79,7 @@ def _turn_rows(unit: UnitRecord) -> Iterable[dict[str, Any]]:
 
 
 def _unit_row(unit: UnitRecord) -> dict[str, Any]:
-    grid = cells(unit)
+    grid = project(unit).grid
     turns = [t for r in unit.rounds for t in r.turns]
     row: dict[str, Any] = {
         "unit_id": unit.unit_id, "task": unit.task, "society": unit.society,

@@ -11,15 +11,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from societies.analysis.frames import (
-    Cell,
-    Source,
-    cells,
-    majority_correct,
-    pandas,
-    scored_records,
-)
-from societies.metrics import majority_answer
+from societies.analysis.frames import Source, pandas, scored_records
+from societies.compact import Grid, agent_keys, majority_answer, majority_correct, project
 from societies.records import UnitRecord
 
 if TYPE_CHECKING:
@@ -29,13 +22,7 @@ INTERVAL_COLUMNS = ("society", "strategy", "round", "metric", "mean", "lo", "hi"
                     "n_questions", "n_units")
 
 
-def _keys(agents: Sequence[str]) -> list[str]:
-    # The same agent keys as RoundMetrics.accuracy_per_agent (names repeat across traits).
-    return list(agents) if len(set(agents)) == len(agents) else [
-        f"{a}#{i}" for i, a in enumerate(agents)]
-
-
-def _parts(grid: list[list[Cell]], k: int, keys: Sequence[str]
+def _parts(grid: Grid, k: int, keys: Sequence[str]
            ) -> dict[str, tuple[float, float]]:
     """Round k of one unit as (numerator, denominator) per metric.
 
@@ -101,7 +88,7 @@ class _Sums:
     def add(self, unit: UnitRecord, metrics: Sequence[str] | None) -> None:
         q = self.questions.setdefault(unit.question_id, len(self.questions))
         self.known = self.known and unit.schema_version >= 2
-        grid, keys = cells(unit), _keys(unit.agents)
+        grid, keys = project(unit).grid, agent_keys(unit.agents)
         for k in range(len(grid)):
             self.n_units[k] += 1
             for name, (num, den) in _parts(grid, k, keys).items():

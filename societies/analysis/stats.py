@@ -13,15 +13,9 @@ from collections.abc import Sequence
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
-from societies.analysis.frames import (
-    Source,
-    cells,
-    majority_correct,
-    pandas,
-    scored_records,
-    strategy_symbols,
-)
+from societies.analysis.frames import Source, pandas, scored_records, strategy_symbols
 from societies.analysis.intervals import INTERVAL_COLUMNS, intervals
+from societies.compact import majority_correct, project
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +35,7 @@ def scores(source: Source) -> pd.DataFrame:
     pd = pandas()
     rows = []
     for u in scored_records(source):
-        grid = cells(u)
+        grid = project(u).grid
         for k, row in enumerate(grid):
             rows.append((u.society, u.strategy, u.repeat, u.question_id, k, k == len(grid) - 1,
                          float(majority_correct(row)), sum(c.correct for c in row) / len(row)))
