@@ -5,13 +5,12 @@ read the plotted data back; :func:`save` writes it as PNG and SVG. matplotlib an
 imported here only, and this module is only imported by the report, so ``import societies``
 stays light.
 
-The 95% intervals are percentile bootstraps over *units* (questions × repeats): a unit's agents
-answer the same question and are not independent, so the unit is the thing resampled.
+The 95% intervals are ``societies.analysis.stats.intervals``: percentile bootstraps over
+questions (repeats pooled), as in the statistics tables.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from societies.metrics import BEHAVIOURS, Summary, majority_answer
+from societies.analysis.intervals import intervals
+from societies.metrics import BEHAVIOURS, Summary
 from societies.records import UnitRecord
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ METRICS = {  # name (as in RoundMetrics and societies.analysis.stats) -> axis la
     "conformity": "conformity (fraction following the previous majority)",
 }
 N_BOOT = 1000
-_CHUNK = 1_000_000  # resampled indices held at once by the fallback bootstrap
 Row = tuple[str, str, int, str, float, float, float]  # society, strategy, round, metric, m, lo, hi
 
 
@@ -55,76 +54,7 @@ class Curve:
     high: tuple[float, ...]
 
 
-def _unit_parts(unit: UnitRecord) -> dict[str, list[tuple[float, float]]]:
-    """Per metric, per round: (numerator, denominator) of one unit (summed over units, the
-    ratio is the group's RoundMetrics value)."""
-    n = len(unit.agents)
-    rows: list[list[str | None]] = []
-    parts: dict[str, list[tuple[float, float]]] = {m: [] for m in METRICS}
-    for rnd in unit.rounds:
-        row: list[str | None] = []
-        right: list[bool] = []
-        for i in range(n):
-            turn = rnd.turns[i] if i < len(rnd.turns) else None
-            ok = turn is not None and turn.error is None
-            row.append(turn.answer if turn is not None and ok else None)
-            right.append(bool(turn is not None and ok and turn.correct))
-        maj = majority_answer(row)
-        parts["mean_accuracy"].append((sum(right), n))
-        parts["majority_accuracy"].append(
-            (float(maj is not None and any(a == maj and r for a, r in zip(row, right,
-                                                                          strict=True))), 1))
-        parts["n_clusters"].append((len(set(row)), 1))
-        prev_maj = majority_answer(rows[-1]) if rows else None
-        parts["conformity"].append(
-            (0, 0) if prev_maj is None else (sum(a == prev_maj for a in row), n))
-        rows.append(row)
-    return parts
-
-
-def _bootstrap(num: np.ndarray, den: np.ndarray, rng: np.random.Generator
-               ) -> tuple[float, float, float]:
-    """sum(num)/sum(den) and its 95% percentile bootstrap bounds over the units."""
-    count = len(num)
-    if count == 0 or den.sum() == 0:
-        return (float("nan"),) * 3
-    stats = np.full(N_BOOT, np.nan)
-    step = max(1, _CHUNK // count)  # replicates per batch: memory stays bounded for big runs
-    for start in range(0, N_BOOT, step):
-        idx = rng.integers(0, count, size=(min(step, N_BOOT - start), count))
-        d = den[idx].sum(axis=1)
-        stats[start:start + len(idx)] = np.divide(
-            num[idx].sum(axis=1), d, out=np.full(len(idx), np.nan), where=d > 0)
-    lo, hi = np.nanpercentile(stats, [2.5, 97.5])
-    return float(num.sum() / den.sum()), float(lo), float(hi)
-
-
-def own_intervals(records: Iterable[UnitRecord], metrics: Sequence[str], seed: int = 0
-                  ) -> list[Row]:
-    """The fallback without ``societies.analysis.stats``: a percentile bootstrap over units."""
-    groups: defaultdict[tuple[str, str], list[dict[str, list[tuple[float, float]]]]] = \
-        defaultdict(list)
-    for u in records:  # one pass; only the small per-round parts are kept
-        if u.status == "ok":
-            groups[(u.society, u.strategy)].append(_unit_parts(u))
-    rng = np.random.default_rng(seed)
-    rows: list[Row] = []
-    for (society, strategy), parts in sorted(groups.items()):
-        for metric in metrics:
-            for k in range(max(len(p[metric]) for p in parts)):
-                have = [p[metric][k] for p in parts if len(p[metric]) > k]
-                value, lo, hi = _bootstrap(np.array([h[0] for h in have], float),
-                                           np.array([h[1] for h in have], float), rng)
-                if value == value:  # NaN: undefined (conformity in round 0)
-                    rows.append((society, strategy, k, metric, value, lo, hi))
-    return rows
-
-
 def _intervals(records: Iterable[UnitRecord], metrics: Sequence[str], seed: int) -> list[Row]:
-    try:
-        from societies.analysis.stats import intervals
-    except ImportError:  # the statistics module is optional here; use the simple bootstrap
-        return own_intervals(records, metrics, seed)
     frame = intervals(records, n_boot=N_BOOT, seed=seed, metrics=list(metrics))
     return [(str(r.society), str(r.strategy), int(r.round), str(r.metric), float(r.mean),
              float(r.lo), float(r.hi)) for r in frame.itertuples()]
@@ -135,7 +65,7 @@ def round_curves(records: Iterable[UnitRecord], metrics: Sequence[str] = tuple(M
     """Per metric, one curve per (society, strategy) group: value per round, 95% interval.
 
     The intervals come from ``societies.analysis.stats.intervals`` (questions resampled, repeats
-    pooled); without that module, from :func:`own_intervals` (units resampled).
+    pooled), so figures and tables show the same bounds.
 
     Args:
         records: unit records; failed units are left out, as in the metrics.

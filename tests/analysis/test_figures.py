@@ -73,22 +73,6 @@ def test_behaviour_bars_cost_points_and_graph(tmp_path: Path) -> None:
     assert len(re.findall(r'<g id="patch_\d+">', text)) >= 4
 
 
-def test_fallback_bootstrap_matches_the_stats_module_on_values() -> None:
-    units = standard_units()
-    metrics = list(F.METRICS)
-    own = {r[:4]: r[4:] for r in F.own_intervals(iter(units), metrics)}
-    assert own[("S3", "00", 2, "mean_accuracy")][0] == pytest.approx(6 / 9)
-    assert ("S3", "00", 0, "conformity") not in own  # undefined in round 0: no row
-    for (_, _, _, _), (value, lo, hi) in own.items():
-        assert lo <= value + 1e-9 and value <= hi + 1e-9
-    stats = pytest.importorskip("societies.analysis.stats")
-    frame = stats.intervals(units, metrics=metrics)
-    theirs = {(r.society, r.strategy, r.round, r.metric): r.mean for r in frame.itertuples()}
-    assert theirs.keys() == own.keys()
-    for key, mean in theirs.items():
-        assert own[key][0] == pytest.approx(mean)
-
-
 def test_round_curves_read_a_stream_once() -> None:
     curves = F.round_curves(iter(standard_units()), ["majority_accuracy"])
     # Majority right: S3/00 rounds 1/3, 2/3, 2/3; S3/11 1, 1/2, 1/2.
