@@ -26,8 +26,9 @@ from societies.analysis.report_tables import (
     paired_tests,
     rounds_csv,
 )
+from societies.compact import answers, majority_answer, project
 from societies.errors import MissingDependency, UserError
-from societies.metrics import Summary, majority_answer, summarize
+from societies.metrics import Summary, summarize
 from societies.records import UnitRecord
 from societies.storage import RunStore, write_atomic
 
@@ -79,25 +80,29 @@ def load_run(run_dir: Path, index: int = 0, max_units: int = MAX_UNITS) -> RunDa
                    warnings)
 
 
+def majorities(unit: UnitRecord) -> list[str | None]:
+    """The unit's majority answer per round (MachineSoM's rule; errors count as no answer)."""
+    return [majority_answer(answers(row)) for row in project(unit).grid]
+
+
 def flipped(unit: UnitRecord) -> bool:
     """Whether the unit's majority answer changed between two rounds (no majority counts too)."""
-    majorities = [_majority(unit, k) for k in range(len(unit.rounds))]
-    return any(a != b for a, b in pairwise(majorities))
+    return _changes(majorities(unit))
 
 
-def _majority(unit: UnitRecord, k: int) -> str | None:
-    return majority_answer([None if t.error else t.answer for t in unit.rounds[k].turns])
+def _changes(values: list[str | None]) -> bool:
+    return any(a != b for a, b in pairwise(values))
 
 
 def transcript(unit: UnitRecord, run: int) -> dict[str, Any]:
     """One unit as plain JSON data for the page's transcript browser."""
+    majority = majorities(unit)
     return {
         "run": run, "id": unit.unit_id, "society": unit.society,
         "strategy": unit.strategy or "-", "question": unit.question_id, "repeat": unit.repeat,
         "gold": unit.gold if isinstance(unit.gold, str) else " | ".join(unit.gold),
         "agents": unit.agents, "traits": unit.traits, "status": unit.status,
-        "error": unit.error, "flipped": flipped(unit),
-        "majority": [_majority(unit, k) for k in range(len(unit.rounds))],
+        "error": unit.error, "flipped": _changes(majority), "majority": majority,
         "rounds": [[{"agent": t.agent, "pattern": t.pattern, "reply": t.reply,
                      "raw": t.raw_answer, "answer": t.answer, "correct": t.correct,
                      "saw": t.saw, "finish": t.finish_reason, "error": t.error}
