@@ -54,7 +54,7 @@ def provenance(plan: Plan, task: Task, model_identities: Mapping[str, str]) -> P
                  for name in PROTOCOLS[plan.config.protocol].templates}
     cards = {a.card.name: a.card.prompt for s in plan.societies for a in s.agents}
     parts = {
-        "config": _digest(plan.config.result_fields()),
+        "config": plan.config.identity(),
         "cards": _digest(cards),
         "templates": _digest(templates),
         "answer_form": _digest(task.answer_form),

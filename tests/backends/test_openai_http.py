@@ -83,7 +83,7 @@ async def run_society(config: ExperimentConfig, root: Path,
                       limit: int | None = None) -> tuple[RunStore, Summary]:
     store = RunStore(root)
     run = Run(build_plan(config), store, limit=limit, model_factory=factory)
-    store.prepare(config.model_dump(mode="json"), config.identity())
+    run.prepare()
     return store, await run.execute(progress=False)
 
 

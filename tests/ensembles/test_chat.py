@@ -105,7 +105,7 @@ async def test_a_society_with_an_ensemble_agent_runs(tmp_path: Path) -> None:
     plan = build_plan(config)
     store = RunStore(tmp_path / "run")
     run = Run(plan, store)
-    store.prepare(config.model_dump(mode="json"), config.identity())
+    run.prepare()
     try:
         summary = await run.execute(progress=False)
     finally:
