@@ -73,16 +73,32 @@ class AgentConfig(Strict):
                                             "field by field")
 
 
+GraphSpec = str | list[list[str]] | dict[str, Any]
+"""A graph name, an edge list, or a mapping (generator, file or per-round schedule); see
+:mod:`societies.graphs`."""
+
+
 class SocietyConfig(Strict):
-    """One society: explicit agents, or a composition of easy-going and overconfident agents."""
+    """One society: explicit agents, MachineSoM's composition, or a large mixed one.
+
+    A mixed society gives ``size`` and ``traits`` (counts, or proportions summing to 1), and
+    optionally ``models`` (a list, one per agent, or a mapping of model to count/proportion);
+    ``seed`` decides who gets which trait and model (see :mod:`societies.composition`).
+    """
 
     name: str | None = None
     agents: list[str | AgentConfig] | None = None
     machinesom: Literal["S1", "S2", "S3", "S4"] | None = None
     easy_going: int | None = Field(None, ge=0)
     overconfident: int | None = Field(None, ge=0)
+    size: int | None = Field(None, ge=1, le=1000, description="agents in a mixed society")
+    traits: dict[str, float] | None = Field(None, description=(
+        "trait card → count or proportion (proportions sum to 1)"))
+    models: list[ModelRef] | dict[str, float] | None = Field(None, description=(
+        "a model per agent (list) or model name → count or proportion"))
+    seed: int = Field(0, description="who gets which trait and model in a mixed society")
     model: ModelRef | None = None
-    graph: str | list[list[str]] | None = None
+    graph: GraphSpec | None = None
 
 
 class DefaultsConfig(Strict):
@@ -91,6 +107,54 @@ class DefaultsConfig(Strict):
     model: ModelRef = "smollm2"
     sampling: SamplingConfig = SamplingConfig()
     trait: str = "neutral"
+
+
+class DebateConfig(Strict):
+    """What a debate prompt shows an agent of its in-neighbours (see
+    :mod:`societies.protocols.policies`)."""
+
+    show: Literal["all", "sample"] = Field("all", description=(
+        "all: every in-neighbour's latest reply (MachineSoM); sample: at most k of them"))
+    k: int | None = Field(None, gt=0, description="with show: sample, how many replies")
+    seed: int = Field(0, description="with show: sample, which ones (per agent and round)")
+    last_rounds: int = Field(1, gt=0, description="show each neighbour's last r replies")
+    summarizer: AgentConfig | None = Field(None, description=(
+        "an agent that condenses the shown replies into one summary first"))
+    max_chars: int | None = Field(None, gt=0, description=(
+        "cut each shown reply to this many characters (head kept, marked)"))
+
+
+class EarlyStopConfig(Strict):
+    """When a unit ends before its last round."""
+
+    consensus: bool = Field(False, description=(
+        "stop once every answering agent gives the same answer; later rounds carry it"))
+
+
+class AggregateConfig(Strict):
+    """How a unit's final answer is chosen from the last round."""
+
+    method: Literal["majority", "confidence", "judge"] = Field("majority", description=(
+        "majority (MachineSoM's rule), confidence-weighted majority, or a judge agent"))
+    judge: AgentConfig | None = Field(None, description="the judge, with method: judge")
+
+
+class ProtocolConfig(Strict):
+    """A protocol by name with its own options (roles, orders, layers)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = "machinesom"
+
+
+class BaselinesConfig(Strict):
+    """Baselines run beside the societies, at an equal token budget (see
+    :mod:`societies.baselines`)."""
+
+    single: bool = Field(False, description="one agent answering once")
+    reflection: bool = Field(False, description="one agent reflecting for every round")
+    self_consistency: bool | int = Field(False, description=(
+        "majority of k samples; true: k chosen so tokens match the societies'"))
+    agent: AgentConfig | None = Field(None, description="the baseline agent (default: neutral)")
 
 
 class PriceConfig(Strict):
@@ -108,6 +172,15 @@ class RetryConfig(Strict):
     max_delay: float = Field(30.0, ge=0, description="cap on one wait (Retry-After wins)")
 
 
+class RayConfig(Strict):
+    """Where and how wide a Ray executor runs (see :mod:`societies.executors.ray`)."""
+
+    address: str | None = Field(None, description=(
+        "a Ray cluster's address (default: RAY_ADDRESS, else a local Ray instance)"))
+    in_flight: int = Field(8, gt=0, description="Ray tasks submitted and not yet collected")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs each Ray task asks for")
+
+
 class RunConfig(Strict):
     """Execution settings: they do not change results, so resume ignores them."""
 
@@ -118,6 +191,9 @@ class RunConfig(Strict):
     cache: bool = Field(True, description="use the LLM-call cache")
     prices: dict[str, PriceConfig] = Field({}, description="model name → price, for the ledger")
     retry: RetryConfig = RetryConfig()
+    executor: Literal["local", "ray"] = Field("local", description=(
+        "local: this process; ray: questions run as Ray tasks (pip install 'societies[ray]')"))
+    ray: RayConfig = Field(default_factory=lambda: RayConfig())
 
 
 class ExperimentConfig(Strict):
@@ -129,8 +205,13 @@ class ExperimentConfig(Strict):
     defaults: DefaultsConfig = DefaultsConfig()
     agents: list[AgentConfig] = []
     societies: list[SocietyConfig] = Field(min_length=1)
-    protocol: Literal["machinesom"] = "machinesom"
-    graph: str | list[list[str]] = "complete"
+    protocol: str | ProtocolConfig = Field("machinesom", description=(
+        "a protocol name, or a mapping with name and the protocol's options"))
+    graph: GraphSpec = "complete"
+    debate: DebateConfig = DebateConfig()
+    early_stop: EarlyStopConfig = EarlyStopConfig()
+    aggregate: AggregateConfig = AggregateConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
     rounds: int = Field(3, ge=0)
     strategies: str | list[str | list[str | list[str]]] = "all"
     task: dict[str, Any]
