@@ -122,6 +122,9 @@ class DebateConfig(Strict):
         "an agent that condenses the shown replies into one summary first"))
     max_chars: int | None = Field(None, gt=0, description=(
         "cut each shown reply to this many characters (head kept, marked)"))
+    keep_rounds: int | None = Field(None, gt=0, description=(
+        "send an agent only its opening and its last n rounds of history (older rounds are "
+        "dropped), so long debates fit the model's context"))
 
 
 class EarlyStopConfig(Strict):

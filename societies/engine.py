@@ -18,9 +18,11 @@ from societies.analysis.confidence import answer_probability
 from societies.backends.base import BackendError, ContextOverflowError, Message, Reply
 from societies.backends.model import Model
 from societies.errors import UserError
-from societies.plan import AgentPlan, SocietyPlan
-from societies.protocols import MachineSoM, Protocol, RoundPrompt
-from societies.records import Pattern, Round, Turn, UnitRecord, unit_id
+from societies.plan import AgentPlan, Plan, SocietyPlan
+from societies.protocols import Ask, Decision, Protocol, RoundPrompt, View
+from societies.protocols.aggregate import Aggregator
+from societies.protocols.machinesom import MachineSoM
+from societies.records import Final, Pattern, Round, Turn, UnitRecord, unit_id
 from societies.strategies import Strategy
 from societies.tasks import Question, Task
 
@@ -40,7 +42,6 @@ class AgentState:
 
 T = TypeVar("T")
 Seeding = Literal["paired", "independent"]
-Node = tuple[AgentState, ...]  # every agent's state after some round, in society order
 
 
 class UnitFailed(Exception):
@@ -91,22 +92,50 @@ def call_seed(base: int, *parts: object) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
 
 
+@dataclass(frozen=True)
+class Node:
+    """Every agent's state after some round, the role calls so far, and whether it stopped.
+
+    Attributes:
+        states: each agent's state, in society order.
+        asides: the role calls of each finished round (``asides[r]`` for round r).
+        stopped_after: the round after which the unit stopped early, if it did.
+        decision: the moderator's (or other protocol decider's) answer that stopped it.
+    """
+
+    states: tuple[AgentState, ...]
+    asides: tuple[tuple[Turn, ...], ...] = ()
+    stopped_after: int | None = None
+    decision: Decision | None = None
+
+    def view(self, society: SocietyPlan, question: Question, task: Task, strategy: Strategy,
+             round: int) -> View:
+        """A protocol's view of this node at ``round``."""
+        history = {a.name: s.turns for a, s in zip(society.agents, self.states, strict=True)}
+        return View(society, question, task, strategy, round, history,
+                    tuple(t for r in self.asides for t in r))
+
+
 class Engine:
     """Runs societies on questions.
 
     Args:
         task: parses and scores replies.
-        models: the wrapped model for each model name used by the agents.
+        models: the wrapped model for each model name used by agents and role agents.
         concurrency: backend calls in flight at once, across all questions (a call waiting
             out a retry back-off does not hold a place).
         protocol: what agents are told each round (MachineSoM's by default).
         seeding: ``paired`` (an agent's seed does not depend on its society, so agent *i* of
             S1 and of S2 draw the same random numbers: common random numbers) or
             ``independent`` (the society name is part of every seed).
+        aggregator: how a unit's final answer is chosen when the protocol does not decide
+            (majority by default).
+        stop_on_consensus: end a unit once every answering agent agrees; later rounds carry.
     """
 
     def __init__(self, task: Task, models: dict[str, Model], concurrency: int = 4,
-                 protocol: Protocol | None = None, seeding: Seeding = "paired") -> None:
+                 protocol: Protocol | None = None, seeding: Seeding = "paired",
+                 aggregator: Aggregator | None = None, stop_on_consensus: bool = False) -> None:
         if seeding not in ("paired", "independent"):
             raise ValueError(f"seeding must be 'paired' or 'independent', got {seeding!r}")
         self.task = task
@@ -114,6 +143,15 @@ class Engine:
         self.limit = asyncio.Semaphore(concurrency)
         self.protocol = protocol or MachineSoM()
         self.seeding = seeding
+        self.aggregator = aggregator or Aggregator()
+        self.stop_on_consensus = stop_on_consensus
+
+    @classmethod
+    def from_plan(cls, plan: Plan, task: Task, models: dict[str, Model]) -> Engine:
+        """The engine a plan describes: its protocol, aggregator, seeding and early stop."""
+        cfg = plan.config
+        return cls(task, models, cfg.run.concurrency, plan.protocol, seeding=cfg.seeding,
+                   aggregator=plan.aggregator, stop_on_consensus=cfg.early_stop.consensus)
 
     def seed_for(self, society: SocietyPlan, agent: AgentPlan, repeat: int, question: Question,
                  label: str) -> int:
@@ -128,55 +166,109 @@ class Engine:
     ) -> list[UnitRecord]:
         """Run every strategy on one question; one record per strategy, in the given order."""
         rounds = len(strategies[0].rounds) if strategies else 0
-        try:
-            frontier: dict[str, Node | UnitFailed] = {
-                "": await self._round0(society, question, repeat)}
-        except UnitFailed as err:
-            frontier = {"": err}
+        first = strategies[0] if strategies else Strategy(())
+        frontier: dict[str, Node | UnitFailed] = {
+            "": await self._round(society, None, first, 0, question, repeat)}
         for k in range(rounds):
             children = {s.prefix(k + 1): s for s in strategies}
-            steps = [self._step(society, frontier[s.prefix(k) if k else ""], s, k, question,
-                                repeat) for s in children.values()]
+            steps = [self._round(society, frontier[s.prefix(k) if k else ""], s, k + 1,
+                                 question, repeat) for s in children.values()]
             frontier = dict(zip(children, await asyncio.gather(*steps), strict=True))
-        return [self._record(society, s, question, repeat, frontier[s.prefix(rounds) if rounds
-                                                                      else ""])
-                for s in strategies]
+        ends = [frontier[s.prefix(rounds) if rounds else ""] for s in strategies]
+        return list(await asyncio.gather(*(
+            self._finish(society, s, question, repeat, end)
+            for s, end in zip(strategies, ends, strict=True))))
 
-    async def _round0(self, society: SocietyPlan, question: Question, repeat: int) -> Node:
-        starts = self.protocol.opening(society, question, self.task)
-        turns = await gather_or_fail([
-            self._turn(agent, msgs, "answer", question,
-                       self.seed_for(society, agent, repeat, question, "-"))
-            for agent, msgs in zip(society.agents, starts, strict=True)])
-        return tuple(AgentState((*msgs, Message("assistant", t.reply)), (t,))
-                     for msgs, t in zip(starts, turns, strict=True))
-
-    async def _step(self, society: SocietyPlan, parent: Node | UnitFailed, strategy: Strategy,
-                    k: int, question: Question, repeat: int) -> Node | UnitFailed:
+    async def _round(self, society: SocietyPlan, parent: Node | UnitFailed | None,
+                     strategy: Strategy, r: int, question: Question, repeat: int
+                     ) -> Node | UnitFailed:
+        """Round ``r`` of one branch: the protocol's groups in order, then its after-round."""
         if isinstance(parent, UnitFailed):
             return parent
-        latest = {a.name: s.turns[-1] for a, s in zip(society.agents, parent, strict=True)}
-        # Every agent's prompt comes from the parent state first: nobody sees a same-round reply.
-        prompts = self.protocol.round_prompts(society, latest, strategy, k, self.task)
-        label = strategy.prefix(k + 1)
+        if parent is not None and parent.stopped_after is not None:
+            return _carried(parent)
+        label = strategy.prefix(r) if r else "-"
+        if parent is None:
+            states = [AgentState(_opening(self.protocol, society, a), ()) for a in society.agents]
+            before: tuple[tuple[Turn, ...], ...] = ()
+        else:
+            states, before = list(parent.states), parent.asides
+        asides: list[Turn | None] = []
+        ask = self._asker(society, question, repeat, label, asides)
 
-        async def advance(agent: AgentPlan, state: AgentState, prompt: RoundPrompt) -> AgentState:
-            if state.ended:
-                dead = state.turns[-1].model_copy(update=dict(
-                    pattern=prompt.pattern, reply="", prompt_tokens=0, completion_tokens=0,
-                    retries=0, cached=False, latency_s=0.0, saw=[]))
-                return AgentState(state.messages, (*state.turns, dead))
-            msgs = (*state.messages, prompt.message)
-            seed = self.seed_for(society, agent, repeat, question, label)
-            turn = await self._turn(agent, msgs, prompt.pattern, question, seed, prompt.saw)
-            return AgentState((*msgs, Message("assistant", turn.reply)), (*state.turns, turn))
+        def node() -> Node:
+            return Node(tuple(states), (*before, tuple(t for t in asides if t is not None)))
 
         try:
-            return tuple(await gather_or_fail([
-                advance(agent, state, prompt)
-                for agent, state, prompt in zip(society.agents, parent, prompts, strict=True)]))
+            for group in self.protocol.schedule(society, r):
+                view = node().view(society, question, self.task, strategy, r)
+                prompts = await self.protocol.prompts(view, group, ask)
+                done = await gather_or_fail([
+                    self._advance(society, society.agents[i], states[i], prompt, question,
+                                  repeat, label)
+                    for i, prompt in zip(group, prompts, strict=True)])
+                for i, state in zip(group, done, strict=True):
+                    states[i] = state
+            view = node().view(society, question, self.task, strategy, r)
+            decision = await self.protocol.after_round(view, ask)
         except UnitFailed as err:
-            return err.after(parent)
+            return err.after(parent) if parent is not None else err
+        result = node()
+        if decision is not None or (self.stop_on_consensus and r < len(strategy.rounds)
+                                    and _consensus(result)):
+            return replace(result, stopped_after=r, decision=decision)
+        return result
+
+    def _asker(self, society: SocietyPlan, question: Question, repeat: int, label: str,
+               asides: list[Turn | None]) -> Ask:
+        """The ``ask`` a protocol uses for role calls: each is recorded as an aside turn in the
+        order the calls were made (not the order they finished), so records are reproducible."""
+
+        async def ask(role: AgentPlan, messages: Sequence[Message], saw: Sequence[str]) -> Turn:
+            slot = len(asides)
+            asides.append(None)
+            seed = self.seed_for(society, role, repeat, question, f"{label}#{slot}")
+            turn = await self._turn(role, messages, "aside", question, seed, saw)
+            asides[slot] = turn
+            return turn
+
+        return ask
+
+    async def _advance(self, society: SocietyPlan, agent: AgentPlan, state: AgentState,
+                       prompt: RoundPrompt, question: Question, repeat: int, label: str
+                       ) -> AgentState:
+        if state.ended:
+            dead = state.turns[-1].model_copy(update=dict(
+                pattern=prompt.pattern, reply="", prompt_tokens=0, completion_tokens=0,
+                retries=0, cached=False, latency_s=0.0, saw=[]))
+            return AgentState(state.messages, (*state.turns, dead))
+        msgs = (*state.messages, prompt.message)
+        seed = self.seed_for(society, agent, repeat, question, label)
+        turn = await self._turn(agent, self.protocol.context(msgs), prompt.pattern, question,
+                                seed, prompt.saw)
+        return AgentState((*msgs, Message("assistant", turn.reply)), (*state.turns, turn))
+
+    async def _finish(self, society: SocietyPlan, strategy: Strategy, question: Question,
+                      repeat: int, end: Node | UnitFailed) -> UnitRecord:
+        """The unit's record, with its final answer (the protocol's decision, else the
+        aggregator's)."""
+        if isinstance(end, UnitFailed):
+            return self._record(society, strategy, question, repeat, end)
+        label = (strategy.prefix(len(strategy.rounds)) if strategy.rounds else "-") + "/final"
+        asides: list[Turn | None] = []
+        ask = self._asker(society, question, repeat, label, asides)
+        view = end.view(society, question, self.task, strategy, len(end.states[0].turns) - 1)
+        try:
+            decision = end.decision or await self.protocol.finish(view, ask)
+            if decision is not None:
+                turn = decision.turn
+                final = Final(method=decision.method, answer=turn.answer, correct=turn.correct,
+                              turn=turn)
+            else:
+                final = await self.aggregator.decide(view, ask)
+        except UnitFailed as err:
+            return self._record(society, strategy, question, repeat, err.after(end))
+        return self._record(society, strategy, question, repeat, end, final)
 
     async def _turn(self, agent: AgentPlan, messages: Sequence[Message], pattern: Pattern,
                     question: Question, seed: int, saw: Sequence[str] = ()) -> Turn:
@@ -208,7 +300,7 @@ class Engine:
                     saw=list(saw))
 
     def _record(self, society: SocietyPlan, strategy: Strategy, question: Question, repeat: int,
-                node: Node | UnitFailed) -> UnitRecord:
+                node: Node | UnitFailed, final: Final | None = None) -> UnitRecord:
         common = dict(
             unit_id=unit_id(society.name, strategy.label, repeat, question.id),
             task=self.task.name, question_id=question.id, society=society.name,
@@ -219,7 +311,8 @@ class Engine:
         if isinstance(node, UnitFailed):
             done = _rounds(node.completed) if node.completed is not None else []
             return UnitRecord(**common, rounds=done, status="failed", error=str(node))  # type: ignore[arg-type]
-        return UnitRecord(**common, rounds=_rounds(node))  # type: ignore[arg-type]
+        return UnitRecord(**common, rounds=_rounds(node), final=final,  # type: ignore[arg-type]
+                          stopped_after=node.stopped_after)
 
 
 def _answer_prob(reply: Reply, raw: str | None) -> float | None:
@@ -239,5 +332,26 @@ def _answer_prob(reply: Reply, raw: str | None) -> float | None:
 
 def _rounds(node: Node) -> list[Round]:
     """The rounds of a node, each with every agent's turn in society order."""
-    return [Round(index=r, turns=[state.turns[r] for state in node])
-            for r in range(len(node[0].turns))]
+    asides = list(node.asides) + [()] * (len(node.states[0].turns) - len(node.asides))
+    return [Round(index=r, turns=[state.turns[r] for state in node.states],
+                  asides=list(asides[r]))
+            for r in range(len(node.states[0].turns))]
+
+
+def _opening(protocol: Protocol, society: SocietyPlan, agent: AgentPlan) -> tuple[Message, ...]:
+    system = protocol.system(society, agent)
+    return (system,) if system is not None else ()
+
+
+def _consensus(node: Node) -> bool:
+    """True if every agent still answering gives the same (non-None) answer."""
+    answers = {s.turns[-1].answer for s in node.states if not s.ended}
+    return len(answers) == 1 and None not in answers
+
+
+def _carried(node: Node) -> Node:
+    """The node one round later without calls: each agent's last answer carried forward."""
+    states = tuple(AgentState(s.messages, (*s.turns, s.turns[-1].model_copy(update=dict(
+        pattern="stopped", reply="", prompt_tokens=0, completion_tokens=0, retries=0,
+        cached=False, latency_s=0.0, saw=[])))) for s in node.states)
+    return replace(node, states=states, asides=(*node.asides, ()))

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
+from pydantic import ValidationError
 
 from societies import graphs
 from societies.backends.base import Settings
@@ -27,6 +29,10 @@ from societies.errors import ConfigError
 from societies.strategies import Strategy, all_strategies, parse_strategy
 from societies.tasks import TaskOptions, validate_task
 
+if TYPE_CHECKING:
+    from societies.protocols import Protocol
+    from societies.protocols.aggregate import Aggregator
+
 
 @dataclass(frozen=True)
 class AgentPlan:
@@ -40,20 +46,39 @@ class AgentPlan:
 
 @dataclass(frozen=True, eq=False)
 class SocietyPlan:
-    """A society: agents in order, and who reads whom."""
+    """A society: agents in order, and who reads whom.
+
+    Attributes:
+        name: the society's name in records.
+        agents: the members, in society order.
+        graph: who reads whom (``u → v``: v reads u).
+        schedule: one graph per debate round (round 1 first) when the graph changes by round;
+            empty when ``graph`` holds for every round.
+    """
 
     name: str
     agents: tuple[AgentPlan, ...]
     graph: nx.DiGraph
+    schedule: tuple[nx.DiGraph, ...] = ()
 
-    def readers_of(self, agent: str) -> list[str]:
+    def __post_init__(self) -> None:
+        # Positions, so sources are put in society order in O(degree), not O(society size).
+        object.__setattr__(self, "_position", {a.name: i for i, a in enumerate(self.agents)})
+
+    def graph_at(self, round: int | None = None) -> nx.DiGraph:
+        """The graph of debate round ``round`` (1-based; None: the society's main graph)."""
+        if round is None or not self.schedule:
+            return self.graph
+        return self.schedule[min(round, len(self.schedule)) - 1]
+
+    def readers_of(self, agent: str, round: int | None = None) -> list[str]:
         """Agents that read ``agent`` (its out-neighbours)."""
-        return list(self.graph.successors(agent))
+        return list(self.graph_at(round).successors(agent))
 
-    def sources_for(self, agent: str) -> list[str]:
+    def sources_for(self, agent: str, round: int | None = None) -> list[str]:
         """Agents whose answers ``agent`` reads in a debate round, in society order."""
-        sources = set(self.graph.predecessors(agent))
-        return [a.name for a in self.agents if a.name in sources]
+        position: dict[str, int] = self._position  # type: ignore[attr-defined]
+        return sorted(self.graph_at(round).predecessors(agent), key=position.__getitem__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,30 @@ class Plan:
     strategies: tuple[Strategy, ...]
     task: TaskOptions
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    protocol: Protocol = field(default_factory=lambda: _default_protocol())
+    aggregator: Aggregator = field(default_factory=lambda: _default_aggregator())
+    extra_agents: tuple[AgentPlan, ...] = ()
+
+    def model_names(self) -> list[str]:
+        """Every model a run calls: members', role agents' (protocol, judge, summariser) and
+        baseline agents'."""
+        agents = [a for s in self.societies for a in s.agents]
+        agents += [*self.protocol.roles, *self.extra_agents]
+        if self.aggregator.judge is not None:
+            agents.append(self.aggregator.judge)
+        return sorted({a.model for a in agents})
+
+
+def _default_protocol() -> Protocol:
+    from societies.protocols.machinesom import MachineSoM
+
+    return MachineSoM()
+
+
+def _default_aggregator() -> Aggregator:
+    from societies.protocols.aggregate import Aggregator
+
+    return Aggregator()
 
 
 def _model_name(ref: str | dict[str, Any], models: dict[str, dict[str, Any]], where: str) -> str:
@@ -162,4 +211,40 @@ def build_plan(exp: ExperimentConfig) -> Plan:
         if society_names.index(name) != i:
             raise ConfigError(f"societies[{i}].name: {name!r} is used twice")
     task = validate_task(exp.task, "task")
-    return Plan(exp, tuple(societies), tuple(strategies), task, models)
+    protocol, aggregator = _protocol(exp, models)
+    for i, society in enumerate(societies):
+        protocol.check(society, exp.rounds, f"societies[{i}]")
+    return Plan(exp, tuple(societies), tuple(strategies), task, models, protocol, aggregator)
+
+
+def _protocol(exp: ExperimentConfig, models: dict[str, dict[str, Any]]
+              ) -> tuple[Protocol, Aggregator]:
+    """The protocol, its debate policy and the final aggregator, role agents resolved."""
+    from societies.protocols import BuildContext, build_protocol
+    from societies.protocols.aggregate import Aggregator
+    from societies.protocols.policies import DebatePolicy
+
+    def make_agent(raw: Mapping[str, Any] | AgentConfig, where: str) -> AgentPlan:
+        if not isinstance(raw, AgentConfig):
+            try:
+                raw = AgentConfig.model_validate(dict(raw))
+            except ValidationError as err:
+                first = err.errors()[0]
+                path = ".".join(str(p) for p in first["loc"])
+                raise ConfigError(f"{where}.{path}: {first['msg']}") from None
+        return _agent(raw, exp, models, where)
+
+    d = exp.debate
+    if d.show == "sample" and d.k is None:
+        raise ConfigError("debate.k: required with show: sample")
+    summarizer = make_agent(d.summarizer, "debate.summarizer") if d.summarizer else None
+    policy = DebatePolicy(show=d.show, k=d.k, seed=d.seed, last_rounds=d.last_rounds,
+                          summarizer=summarizer, max_chars=d.max_chars,
+                          keep_rounds=d.keep_rounds)
+    raw = exp.protocol if isinstance(exp.protocol, str) else exp.protocol.model_dump()
+    protocol = build_protocol(raw, BuildContext(policy, exp.rounds, make_agent))
+    a = exp.aggregate
+    if a.method == "judge" and a.judge is None:
+        raise ConfigError("aggregate.judge: required with method: judge")
+    judge = make_agent(a.judge, "aggregate.judge") if a.judge else None
+    return protocol, Aggregator(a.method, judge)

@@ -17,7 +17,6 @@ from typing import Any
 
 from societies.cards import template_source
 from societies.plan import Plan
-from societies.protocols import PROTOCOLS
 from societies.records import SCHEMA_VERSION
 from societies.tasks import Task
 
@@ -32,7 +31,8 @@ class Provenance:
 
     Attributes:
         identity: one hash over ``parts``; a run directory refuses any other.
-        parts: part name → hash (config, cards, templates, answer_form, models, schema).
+        parts: part name → hash (config, cards, templates, answer_form, graphs, models,
+            schema).
         effective: the values in effect, for people: each agent's card, model and sampling,
             the graphs, template hashes, the answer form, seeding and schema version.
     """
@@ -50,14 +50,19 @@ def provenance(plan: Plan, task: Task, model_identities: Mapping[str, str]) -> P
         task: the loaded task (its answer form is part of the prompts).
         model_identities: model name → backend identity, for every model the agents use.
     """
-    templates = {name: template_source(name)
-                 for name in PROTOCOLS[plan.config.protocol].templates}
-    cards = {a.card.name: a.card.prompt for s in plan.societies for a in s.agents}
+    names = [*plan.protocol.templates, *plan.aggregator.templates]
+    templates = {name: template_source(name) for name in names}
+    agents = [a for s in plan.societies for a in s.agents]
+    agents += [*plan.protocol.roles, *plan.extra_agents]
+    agents += [plan.aggregator.judge] if plan.aggregator.judge else []
+    cards = {a.card.name: a.card.prompt for a in agents}
+    graphs = {s.name: [sorted(g.edges) for g in (s.graph, *s.schedule)] for s in plan.societies}
     parts = {
         "config": plan.config.identity(),
         "cards": _digest(cards),
         "templates": _digest(templates),
         "answer_form": _digest(task.answer_form),
+        "graphs": _digest(graphs),
         "models": _digest(dict(model_identities)),
         "schema": str(SCHEMA_VERSION),
     }

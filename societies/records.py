@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 2  # 2: raw_answer, finish_reason, seed, model, latency_s in every turn
+SCHEMA_VERSION = 3  # 2: raw_answer, finish_reason, seed, model, latency_s; 3: asides, final
 
-Pattern = Literal["answer", "debate", "reflection"]
+Pattern = Literal["answer", "debate", "reflection", "alone", "aside", "stopped"]
 FinishReason = Literal["stop", "length", "error"]
 Gold = str | list[str]
 
@@ -23,7 +23,10 @@ class Turn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     agent: str
-    pattern: Pattern = Field(description="answer (round 0), debate or reflection")
+    pattern: Pattern = Field(description=(
+        "answer (round 0), debate, reflection; alone: due to debate but shown nobody; aside: a "
+        "role's call (summary, verdict, judge); stopped: no call, the unit stopped early and the "
+        "agent's last answer is carried"))
     reply: str = Field(description="the full reply text, untrusted model output")
     answer: str | None = Field(description=(
         "the canonical final answer (what majority, consensus and conformity compare); None if "
@@ -54,6 +57,20 @@ class Round(BaseModel):
     model_config = ConfigDict(extra="forbid")
     index: int
     turns: list[Turn]
+    asides: list[Turn] = Field([], description=(
+        "calls by role agents in this round (summariser, moderator), not society answers"))
+
+
+class Final(BaseModel):
+    """A unit's final answer and who chose it."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str = Field(description=(
+        "majority (MachineSoM's rule), confidence (confidence-weighted majority), judge, or a "
+        "protocol's own decider (moderator, aggregator)"))
+    answer: str | None
+    correct: bool
+    turn: Turn | None = Field(None, description="the deciding call, when a model decided")
 
 
 class UnitRecord(BaseModel):
@@ -71,6 +88,10 @@ class UnitRecord(BaseModel):
     agents: list[str]
     traits: list[str] = Field([], description="each agent's trait card name, in society order")
     rounds: list[Round] = Field(description="round 0 (answer) then one per strategy symbol")
+    final: Final | None = Field(None, description="the unit's final answer (None if failed)")
+    stopped_after: int | None = Field(None, description=(
+        "the round after which the unit stopped early (consensus or a moderator); later rounds "
+        "carry the last answers without calls"))
     status: Literal["ok", "failed"] = "ok"
     error: str | None = None
 

@@ -20,7 +20,6 @@ from societies.engine import Engine
 from societies.ledger import build_ledger
 from societies.metrics import Summary, summarize
 from societies.plan import Plan, SocietyPlan
-from societies.protocols import PROTOCOLS
 from societies.provenance import Provenance, provenance
 from societies.records import UnitRecord, unit_id
 from societies.storage import RunStore
@@ -82,7 +81,7 @@ class Run:
         retry = RetryPolicy(r.attempts, r.base_delay, r.max_delay)
         factory = model_factory or (
             lambda pool, name: Model(pool.chat(name), name, retry=retry, cache=cache))
-        names = sorted({a.model for s in plan.societies for a in s.agents})
+        names = plan.model_names()
         self.models = {name: factory(self.pool, name) for name in names}
         self.provenance: Provenance = provenance(
             plan, self.task, {name: m.backend.identity for name, m in self.models.items()})
@@ -129,9 +128,7 @@ class Run:
             return await self._execute(progress)
 
     async def _execute(self, progress: bool) -> Summary:
-        protocol = PROTOCOLS[self.plan.config.protocol]()
-        engine = Engine(self.task, self.models, self.plan.config.run.concurrency, protocol,
-                        seeding=self.plan.config.seeding)
+        engine = Engine.from_plan(self.plan, self.task, self.models)
         jobs = self.jobs(self.store.done())
         bar = tqdm(total=self.total_units, initial=self.total_units - sum(
             len(j.strategies) for j in jobs), unit="unit", disable=not progress)

@@ -10,7 +10,7 @@ import pytest
 
 from societies import storage
 from societies.errors import UserError
-from societies.records import Round, Turn, UnitRecord
+from societies.records import SCHEMA_VERSION, Round, Turn, UnitRecord
 
 
 def test_write_atomic_fsyncs_the_file_before_the_rename_and_the_folder_after(
@@ -130,19 +130,19 @@ def test_schema_1_records_still_read_with_a_warning_naming_how_many(tmp_path: Pa
     store = _store(tmp_path, [_record("S/0/0/q1")])
     _add_line(store, SCHEMA_1 + "\n")
     warnings = store.check_readable()
-    assert len(warnings) == 1 and "1 of 2 records have an older schema_version than 2" in (
-        warnings[0])
+    expected = f"1 of 2 records have an older schema_version than {SCHEMA_VERSION}"
+    assert len(warnings) == 1 and expected in warnings[0]
     old = store.records()[1]
     assert old.schema_version == 1 and old.rounds[0].turns[0].finish_reason == "stop"
 
 
 def test_a_record_from_a_newer_societies_asks_for_an_upgrade(tmp_path: Path) -> None:
     store = _store(tmp_path, [_record("S/0/0/q1")])
-    newer = json.loads(_record("S/0/0/q2").model_dump_json()) | {"schema_version": 3,
-                                                                 "future": 1}
+    newer = json.loads(_record("S/0/0/q2").model_dump_json()) | {
+        "schema_version": SCHEMA_VERSION + 1, "future": 1}
     _add_line(store, json.dumps(newer) + "\n")
-    message = (f"{store.records_path}:2: schema_version 3 is newer than this societies (2): "
-               "upgrade")
+    message = (f"{store.records_path}:2: schema_version {SCHEMA_VERSION + 1} is newer than this "
+               f"societies ({SCHEMA_VERSION}): upgrade")
     for read in (store.check_readable, store.records):
         with pytest.raises(UserError) as err:
             read()
