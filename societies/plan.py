@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -24,6 +24,7 @@ from societies.backends.registry import (
     validate_spec,
 )
 from societies.cards import Card, load_card
+from societies.composition import compose
 from societies.config import COMPOSITIONS, AgentConfig, ExperimentConfig, SocietyConfig
 from societies.errors import ConfigError
 from societies.strategies import Strategy, all_strategies, parse_strategy
@@ -149,6 +150,24 @@ def _agent(cfg: AgentConfig, exp: ExperimentConfig, models: dict[str, dict[str, 
 def _society_agents(soc: SocietyConfig, exp: ExperimentConfig, models: dict[str, dict[str, Any]],
                     where: str) -> list[AgentPlan]:
     named = {a.name: a for a in exp.agents}
+    mixed = soc.size is not None or soc.traits is not None or soc.models is not None
+    if mixed:
+        if soc.agents is not None or soc.machinesom or soc.easy_going is not None \
+                or soc.overconfident is not None:
+            raise ConfigError(f"{where}: give either size/traits/models (a mixed society) or "
+                              "agents or a MachineSoM composition, not both")
+        members = compose(soc.size, soc.traits, soc.models, soc.seed, where)
+        # One card load per trait and one model check per model, not per agent (1,000 agents).
+        made: dict[tuple[str, str], AgentPlan] = {}
+        plans = []
+        for m in members:
+            ref = m.model if m.model is not None else soc.model or exp.defaults.model
+            key = (m.trait, json.dumps(ref, sort_keys=True))
+            if key not in made:
+                made[key] = _agent(AgentConfig(name=m.name, trait=m.trait, model=m.model), exp,
+                                   models, where, soc.model)
+            plans.append(replace(made[key], name=m.name))
+        return plans
     if soc.agents is not None:
         if soc.machinesom or soc.easy_going is not None or soc.overconfident is not None:
             raise ConfigError(f"{where}: give either agents or a composition, not both")
@@ -201,11 +220,19 @@ def build_plan(exp: ExperimentConfig) -> Plan:
         names = [a.name for a in agents]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: agent names must be unique, got {', '.join(names)}")
-        graph = graphs.build(names, soc.graph or exp.graph, f"{where}.graph")
+        spec = soc.graph or exp.graph
+        graph_where = f"{where}.graph" if soc.graph else "graph"
+        per_round: tuple[nx.DiGraph, ...] = ()
+        if isinstance(spec, dict) and "schedule" in spec:
+            per_round = graphs.schedule(names, spec, exp.rounds, graph_where)
+            graph = nx.DiGraph(per_round[-1]) if per_round else nx.DiGraph()  # the last round's
+            graph.add_nodes_from(names)
+        else:
+            graph = graphs.build(names, spec, graph_where)
         for strategy in strategies:
             strategy.check_agents(len(agents), f"strategies ({strategy.label}) for {where}")
         societies.append(SocietyPlan(soc.name or soc.machinesom or f"society{i + 1}",
-                                     tuple(agents), graph))
+                                     tuple(agents), graph, per_round))
     society_names = [s.name for s in societies]
     for i, name in enumerate(society_names):
         if society_names.index(name) != i:
