@@ -159,6 +159,11 @@ class BaselinesConfig(Strict):
         "majority of k samples; true: k chosen so tokens match the societies'"))
     agent: AgentConfig | None = Field(None, description="the baseline agent (default: neutral)")
 
+    @property
+    def enabled(self) -> bool:
+        """True if any baseline is asked for."""
+        return bool(self.single or self.reflection or self.self_consistency)
+
 
 class PriceConfig(Strict):
     """Price of one model in currency units per million tokens."""

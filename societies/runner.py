@@ -160,6 +160,14 @@ class Run:
 
         try:
             await asyncio.gather(*(worker() for _ in range(workers)))
+            if self.plan.config.baselines.enabled:
+                # Baselines come after the societies: self-consistency's k is read from the
+                # tokens the societies spent (see societies.baselines).
+                from societies.baselines import baseline_jobs
+
+                for job in baseline_jobs(self, self.store.done(), start=next_index):
+                    queue.put_nowait(job)
+                await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             flush(everything=True)
             bar.close()
