@@ -115,18 +115,22 @@ def _read_gml(path: Path) -> nx.Graph:
 
 
 def _agent_map(nodes: list[Hashable], agents: Sequence[str], source: str) -> dict[Hashable, str]:
-    """Node id → agent: every id an agent name, else every id an index into ``agents``."""
+    """Node id → agent: ids that are agent names, else ids that are indices into ``agents``."""
     names = set(agents)
-    if all(node in names for node in nodes):
+    shown = ", ".join(agents[:5]) + (", …" if len(agents) > 5 else "")
+    if any(node in names for node in nodes):
+        for node in nodes:
+            if node not in names:
+                raise ConfigError(f"{source}: node {node!r} is not an agent of the society "
+                                  f"({shown}); a file's node ids are all agent names or all "
+                                  f"indices 0..{len(agents) - 1}")
         return {node: str(node) for node in nodes}
     mapping: dict[Hashable, str] = {}
     for node in nodes:
         index = _as_index(node)
         if index is None or not 0 <= index < len(agents):
-            shown = ", ".join(agents[:5]) + (", …" if len(agents) > 5 else "")
             raise ConfigError(f"{source}: node {node!r} is neither an agent of the society "
-                              f"({shown}) nor an index 0..{len(agents) - 1}; a file's node ids "
-                              "are all agent names or all indices")
+                              f"({shown}) nor an index 0..{len(agents) - 1}")
         mapping[node] = agents[index]
     return mapping
 

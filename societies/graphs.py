@@ -134,7 +134,7 @@ def schedule(agents: Sequence[str], spec: Spec, rounds: int,
 
     A spec other than ``{schedule: [...]}`` gives the same graph every round. A schedule is a
     list of entries ``{rounds: [r, ...], graph: <spec>}``; ``{until: r, graph: <spec>}`` is a
-    shorthand for the rounds after the previous entry's last, through r. Every round is covered
+    shorthand for the rounds after the latest one covered so far, through r. Every round is covered
     by exactly one entry; schedules do not nest. The graphs are frozen (read-only), since
     rounds may share one.
 
@@ -179,7 +179,7 @@ def schedule(agents: Sequence[str], spec: Spec, rounds: int,
             raise ConfigError(f"{here}.graph: a schedule does not nest")
         graph = nx.freeze(build(agents, sub, f"{here}.graph"))
         per_round.update(dict.fromkeys(numbers, graph))
-        last = max(numbers)
+        last = max(last, *numbers)
     missing = [str(r) for r in range(1, rounds + 1) if r not in owner]
     if missing:
         plural = "s" if len(missing) > 1 else ""
@@ -202,8 +202,8 @@ def _entry_rounds(entry: Any, last: int, here: str) -> tuple[str, list[int]]:
     value = entry[keys[0]]
     if keys[0] == "until":
         if not _is_int(value) or value <= last:
-            raise ConfigError(f"{here}.until: a round after {last} (the previous entry's "
-                              f"last), got {value!r}")
+            raise ConfigError(f"{here}.until: a round after {last} (the latest covered so "
+                              f"far), got {value!r}")
         return "until", list(range(last + 1, value + 1))
     if not isinstance(value, list) or not value or not all(_is_int(r) for r in value):
         raise ConfigError(f"{here}.rounds: a non-empty list of round numbers, got {value!r}")
