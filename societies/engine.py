@@ -199,6 +199,7 @@ class Engine:
         def node() -> Node:
             return Node(tuple(states), (*before, tuple(t for t in asides if t is not None)))
 
+        updated: set[int] = set()
         try:
             for group in self.protocol.schedule(society, r):
                 view = node().view(society, question, self.task, strategy, r)
@@ -209,6 +210,9 @@ class Engine:
                     for i, prompt in zip(group, prompts, strict=True)])
                 for i, state in zip(group, done, strict=True):
                     states[i] = state
+                    updated.add(i)
+            for i in set(range(len(states))) - updated:  # not scheduled this round: no call
+                states[i] = _carry(states[i], "idle", society.agents[i].name)
             view = node().view(society, question, self.task, strategy, r)
             decision = await self.protocol.after_round(view, ask)
         except UnitFailed as err:
@@ -349,9 +353,18 @@ def _consensus(node: Node) -> bool:
     return len(answers) == 1 and None not in answers
 
 
+def _carry(state: AgentState, pattern: Pattern, agent: str = "") -> AgentState:
+    """The agent one round later without a call: its last answer carried forward."""
+    if not state.turns:  # not scheduled in round 0: no answer yet
+        empty = Turn(agent=agent, pattern=pattern, reply="", answer=None, correct=False)
+        return AgentState(state.messages, (empty,))
+    carried = state.turns[-1].model_copy(update=dict(
+        pattern=pattern, reply="", prompt_tokens=0, completion_tokens=0, retries=0,
+        cached=False, latency_s=0.0, saw=[]))
+    return AgentState(state.messages, (*state.turns, carried))
+
+
 def _carried(node: Node) -> Node:
     """The node one round later without calls: each agent's last answer carried forward."""
-    states = tuple(AgentState(s.messages, (*s.turns, s.turns[-1].model_copy(update=dict(
-        pattern="stopped", reply="", prompt_tokens=0, completion_tokens=0, retries=0,
-        cached=False, latency_s=0.0, saw=[])))) for s in node.states)
+    states = tuple(_carry(s, "stopped") for s in node.states)
     return replace(node, states=states, asides=(*node.asides, ()))

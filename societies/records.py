@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 3  # 2: raw_answer, finish_reason, seed, model, latency_s; 3: asides, final
 
-Pattern = Literal["answer", "debate", "reflection", "alone", "aside", "stopped"]
+Pattern = Literal["answer", "debate", "reflection", "alone", "aside", "stopped", "idle"]
 FinishReason = Literal["stop", "length", "error"]
 Gold = str | list[str]
 
@@ -26,7 +26,8 @@ class Turn(BaseModel):
     pattern: Pattern = Field(description=(
         "answer (round 0), debate, reflection; alone: due to debate but shown nobody; aside: a "
         "role's call (summary, verdict, judge); stopped: no call, the unit stopped early and the "
-        "agent's last answer is carried"))
+        "agent's last answer is carried; idle: no call, the protocol did not schedule the agent "
+        "this round (e.g. a Mixture-of-Agents layer), its last answer carried"))
     reply: str = Field(description="the full reply text, untrusted model output")
     answer: str | None = Field(description=(
         "the canonical final answer (what majority, consensus and conformity compare); None if "
