@@ -204,9 +204,9 @@ def parameters(name: str) -> dict[str, tuple[type, Any]]:
     """A generator's config keys: key → (type, default or ``inspect.Parameter.empty``).
 
     Examples:
-        >>> parameters("watts_strogatz")
-        {'k': (<class 'int'>, <class 'inspect._empty'>), 'p': (<class 'float'>, \
-<class 'inspect._empty'>), 'seed': (<class 'int'>, 0)}
+        >>> params = parameters("watts_strogatz")
+        >>> list(params), params["seed"]
+        (['k', 'p', 'seed'], (<class 'int'>, 0))
     """
     fn = GENERATORS[name]
     hints = get_type_hints(fn)
