@@ -402,6 +402,15 @@ def test_bad_schedule_is_one_line_naming_the_entry(
     assert "\n" not in text
 
 
+def test_schedule_in_a_config_goes_through_the_plan() -> None:
+    spec = {"schedule": [{"rounds": [1], "graph": "chain"}, {"until": 2, "graph": "complete"}]}
+    plan = build_plan(parse_config(config(societies=[{"machinesom": "S2", "graph": spec}])))
+    assert [g.number_of_edges() for g in plan.societies[0].schedule] == [2, 6]
+    short = {"schedule": [{"rounds": [1], "graph": "chain"}]}
+    with pytest.raises(ConfigError, match=r"^societies\[0\]\.graph\.schedule: round 2 is not "):
+        build_plan(parse_config(config(societies=[{"machinesom": "S2", "graph": short}])))
+
+
 def test_build_refuses_a_schedule_where_one_graph_is_meant() -> None:
     with pytest.raises(ConfigError, match=r"^g\.schedule: a per-round schedule is not allowed"):
         graphs.build(AGENTS, {"schedule": [{"until": 1, "graph": "ring"}]}, "g")
