@@ -68,7 +68,13 @@ def _list(args: argparse.Namespace) -> int:
     print("models:     " + ", ".join(sorted(BUNDLED_ALIASES)) + " (bundled)")
     print("strategies: one symbol per round, 0 = debate, 1 = reflection (e.g. 001); "
           "[..] gives one symbol per agent (e.g. 0[100]1); 'all' = every 0/1 combination")
-    print("graphs:     complete, ring, star, chain, or an edge list [[from, to], ...]")
+    from societies.graph_generators import GENERATORS
+    from societies.protocols import PROTOCOLS
+
+    print("graphs:     complete, ring, star, chain, an edge list [[from, to], ...], "
+          "{generator: NAME, ...}, {file: PATH} or {schedule: [...]}")
+    print("generators: " + ", ".join(sorted(GENERATORS)))
+    print("protocols:  " + ", ".join(sorted(PROTOCOLS)))
     return 0
 
 

@@ -237,14 +237,7 @@ class ExperimentConfig(Strict):
 
         data = self.model_dump(mode="json", exclude={"output", "run", "description"})
         data["models"] = {k: strip_execution_options(v) for k, v in data["models"].items()}
-        for agent in data["agents"]:
-            agent["model"] = strip_execution_options(agent["model"])
-        for society in data["societies"]:
-            society["model"] = strip_execution_options(society["model"])
-            for item in society["agents"] or []:
-                if isinstance(item, dict):
-                    item["model"] = strip_execution_options(item["model"])
-        data["defaults"]["model"] = strip_execution_options(data["defaults"]["model"])
+        _strip_inline_models(data, strip_execution_options)
         return data
 
     def identity(self) -> str:
@@ -255,6 +248,20 @@ class ExperimentConfig(Strict):
         """
         data = self.result_fields()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _strip_inline_models(node: Any, strip: Any) -> None:
+    """Strip execution-only options from every inline model (``model: {...}``) anywhere in the
+    config: agents, societies, defaults, role agents of protocols, judges, baselines."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "model" and isinstance(value, dict):
+                node[key] = strip(value)
+            elif key != "models":
+                _strip_inline_models(value, strip)
+    elif isinstance(node, list):
+        for item in node:
+            _strip_inline_models(item, strip)
 
 
 def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:

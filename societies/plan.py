@@ -221,7 +221,7 @@ def build_plan(exp: ExperimentConfig) -> Plan:
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: agent names must be unique, got {', '.join(names)}")
         spec = soc.graph or exp.graph
-        graph_where = f"{where}.graph" if soc.graph else "graph"
+        graph_where = f"{where}.graph"  # the society's, even when it inherits `graph:`
         per_round: tuple[nx.DiGraph, ...] = ()
         if isinstance(spec, dict) and "schedule" in spec:
             per_round = graphs.schedule(names, spec, exp.rounds, graph_where)
