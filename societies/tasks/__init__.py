@@ -16,6 +16,7 @@ TASKS: dict[str, str] = {
     "arithmetic": "societies.tasks.arithmetic",
     "chess": "societies.tasks.chess_moves",
     "jsonl": "societies.tasks.jsonl",
+    "bigbench": "societies.tasks.bigbench",
 }
 
 __all__ = ["TASKS", "Extraction", "Question", "Task", "TaskOptions", "load_task", "validate_task"]
