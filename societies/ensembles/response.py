@@ -13,7 +13,8 @@ and a seed derived per member (so two copies of one model still differ when samp
   without a task by :func:`~societies.ensembles.response_rank.answer_key`;
 - ``mbr``: minimum Bayes risk, the reply with the highest mean bag-of-words F1 to the others;
 - ``rank``: pairwise ranking by the ``judge`` model (``prompts/rank_pair.j2``), each pair
-  asked in both orders so that a judge favouring one position cancels out; most wins returns;
+  asked in both orders so that a judge favouring one position cancels out; most wins returns,
+  equal wins going to the reply MBR prefers;
 - ``fuse``: ``rank``, then the judge writes one reply from the ``top`` best
   (``prompts/fuse.j2``, in place of the last user message, the rest of the conversation kept).
 
@@ -186,7 +187,7 @@ class ResponseEnsemble(ChatBackend):
         else:
             wins, verdicts = await self._rank(messages, texts, settings.seed)
             spent += verdicts
-            order = rr.ranking(wins)
+            order = rr.ranking(wins, texts)
             chosen = order[0]
         result = replies[chosen]
         if method == "fuse":

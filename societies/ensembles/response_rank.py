@@ -162,10 +162,15 @@ def tally(n: int, pairs: Sequence[tuple[int, int]], verdicts: Sequence[Verdict |
     return wins
 
 
-def ranking(wins: Sequence[float]) -> list[int]:
-    """Reply indices from most to fewest wins; equal wins keep member order.
+def ranking(wins: Sequence[float], texts: Sequence[str] | None = None) -> list[int]:
+    """Reply indices from most to fewest wins.
 
-    >>> ranking([1.0, 3.0, 1.0])
-    [1, 0, 2]
+    Equal wins go to the reply closer to the others (:func:`mbr_scores` of ``texts``), then to
+    member order: a judge that always names the same position gives every reply equal wins,
+    and the ranking is then MBR's rather than the members' order.
+
+    >>> ranking([1.0, 3.0, 1.0]), ranking([2.0, 2.0, 2.0], ["x y", "a b", "a b c"])
+    ([1, 0, 2], [1, 2, 0])
     """
-    return sorted(range(len(wins)), key=lambda i: -wins[i])
+    closeness = mbr_scores(texts) if texts is not None else [0.0] * len(wins)
+    return sorted(range(len(wins)), key=lambda i: (-wins[i], -closeness[i]))

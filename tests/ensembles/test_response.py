@@ -172,11 +172,12 @@ async def test_rank_asks_both_orders_and_returns_what_the_judge_prefers() -> Non
     assert {(s.temperature, s.max_tokens) for _, s in judge.calls} == {(0.0, 8)}
 
 
-async def test_a_judge_that_always_says_a_cancels_out() -> None:
-    texts = ["Answer: 1", "Answer: 2", "Answer: 3"]
+async def test_a_judge_that_always_says_a_cancels_out_and_mbr_breaks_the_tie() -> None:
+    texts = ["purple sky", "red green", "red green blue", "red green blue yellow"]
     judge = Fake(lambda _: "A")
     reply = await ensemble("rank", texts, judge).generate(ASK, Settings())
-    assert reply.text == texts[0] and len(judge.calls) == 6  # every reply wins 2: ties -> first
+    assert len(judge.calls) == 12  # every reply wins 3 of its 6 comparisons
+    assert reply.text == "red green blue" and reply.extra["chosen"] == 2  # the medoid
 
 
 async def test_fuse_shows_the_top_replies_best_first_in_the_agents_conversation() -> None:
