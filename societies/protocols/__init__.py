@@ -26,6 +26,8 @@ from societies.protocols.policies import DebatePolicy
 
 PROTOCOLS: dict[str, str] = {
     "machinesom": "societies.protocols.machinesom",
+    "du": "societies.protocols.du",
+    "chateval": "societies.protocols.chateval",
 }
 
 __all__ = ["PROTOCOLS", "Ask", "BuildContext", "Decision", "Protocol", "RoundPrompt", "View",

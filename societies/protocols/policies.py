@@ -4,25 +4,50 @@ MachineSoM shows the latest reply of every in-neighbour. Larger societies need l
 ``k`` neighbours sampled with a seed, each neighbour's last ``r`` replies, replies cut to a
 length, or one summary written by a summariser agent. A protocol asks the policy for the
 neighbours' replies an agent sees and renders them in its own template.
+
+The rules, in the order they apply:
+
+1. **Sources**: the agent's in-neighbours on the round's graph whose branch is alive, in society
+   order.
+2. **Sample** (``show: sample``): at most ``k`` of them, drawn by ``random.Random`` seeded with
+   ``seed``, the question id, the agent and the round; so a re-run, another strategy sharing the
+   prefix, or a resume shows the same ones. The kept neighbours stay in society order.
+3. **Replies**: each neighbour's last ``last_rounds`` non-empty replies, each cut to
+   ``max_chars`` characters (the head kept, marked with ``CUT_MARK``).
+4. **Summary** (``summarizer``): the shown replies go to the summariser agent in one call
+   (``prompts/summary.j2``), and the agent is shown its summary instead, as one entry. A failed
+   summary call (context overflow) falls back to the replies themselves.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from societies.backends.base import Message
+from societies.cards import render
 from societies.plan import AgentPlan
 from societies.protocols.base import Ask, View
+from societies.records import Turn
 
 CUT_MARK = " […]"
+SUMMARY_TEMPLATE = "summary"
 
 
 @dataclass(frozen=True)
 class Shown:
-    """One neighbour's replies as a debate prompt shows them."""
+    """One neighbour's replies as a debate prompt shows them.
+
+    Attributes:
+        label: whose replies (an agent name), or who was summarised.
+        reply: the text shown.
+        summary: True when ``reply`` is a summariser's summary of several agents' replies.
+    """
 
     label: str
     reply: str
+    summary: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,6 +62,7 @@ class DebatePolicy:
         summarizer: if set, the shown replies are condensed into one summary by this agent.
         max_chars: cut each shown reply to this many characters (head kept, marked with
             ``CUT_MARK``).
+        keep_rounds: send an agent only its opening and its last ``keep_rounds`` exchanges.
     """
 
     show: str = "all"
@@ -46,6 +72,11 @@ class DebatePolicy:
     summarizer: AgentPlan | None = None
     max_chars: int | None = None
     keep_rounds: int | None = None
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """The templates this policy renders (the summary prompt when summarising)."""
+        return (SUMMARY_TEMPLATE,) if self.summarizer is not None else ()
 
     def trim(self, messages: tuple[Message, ...]) -> tuple[Message, ...]:
         """What of an agent's own history is sent: with ``keep_rounds`` set, the opening
@@ -66,15 +97,36 @@ class DebatePolicy:
     def sources(self, view: View, agent: str) -> list[str]:
         """The in-neighbours whose replies ``agent`` sees this round, in society order.
 
-        Neighbours whose branch ended are left out.
+        Neighbours whose branch ended are left out; with ``show: sample`` at most ``k`` remain.
         """
-        return [name for name in view.society.sources_for(agent, view.round)
-                if view.answered(name)]
+        names = [name for name in view.society.sources_for(agent, view.round)
+                 if view.answered(name)]
+        return self.sample(names, view.question.id, agent, view.round)
+
+    def sample(self, names: Sequence[str], question: str, agent: str, round: int) -> list[str]:
+        """``names`` as ``show`` keeps them: all, or ``k`` drawn by a seed of (seed, question,
+        agent, round), in their given order.
+
+        >>> p = DebatePolicy(show="sample", k=2, seed=1)
+        >>> p.sample("abcde", "q1", "x", 1) == p.sample("abcde", "q1", "x", 1)
+        True
+        >>> len(p.sample("abcde", "q1", "x", 1)), p.sample("ab", "q1", "x", 1)
+        (2, ['a', 'b'])
+        """
+        if self.show != "sample" or self.k is None or len(names) <= self.k:
+            return list(names)
+        rng = random.Random(f"{self.seed}|{question}|{agent}|{round}")
+        picked = set(rng.sample(list(names), self.k))
+        return [name for name in names if name in picked]
 
     async def shown(self, view: View, agent: str, ask: Ask) -> tuple[list[Shown], tuple[str, ...]]:
         """The replies ``agent`` is shown this round, and whose they are."""
         names = self.sources(view, agent)
         shown = [Shown(name, self._text(view, name)) for name in names]
+        if self.summarizer is not None and shown:
+            turn = await summarize(self.summarizer, view, shown, ask)
+            if not turn.error and turn.reply.strip():
+                shown = [Shown(", ".join(names), turn.reply, summary=True)]
         return shown, tuple(names)
 
     def _text(self, view: View, name: str) -> str:
@@ -88,3 +140,13 @@ class DebatePolicy:
         if self.max_chars is None or len(text) <= self.max_chars:
             return text
         return text[:self.max_chars] + CUT_MARK
+
+
+async def summarize(role: AgentPlan, view: View, shown: Sequence[Shown], ask: Ask,
+                    earlier: str | None = None) -> Turn:
+    """One call by ``role`` condensing ``shown`` (and an ``earlier`` summary, if any) into a
+    summary of the discussion on ``view.question``; recorded as an aside turn."""
+    text = render(SUMMARY_TEMPLATE, question=view.question.text, earlier=earlier,
+                  replies=[{"label": s.label, "reply": s.reply} for s in shown])
+    messages = [Message("system", role.card.system_prompt(role.name)), Message("user", text)]
+    return await ask(role, messages, [s.label for s in shown if not s.summary])
