@@ -4,6 +4,11 @@ A record holds every reply text; the metrics need only each turn's answer, corre
 saw, how it ended and its token counts. ``project`` keeps just that, so a summary over many
 records holds one small projection per unit instead of the full records (``summarize`` reads its
 records as a stream). Errors become answer None here, once, for every metric.
+
+Turns that made no call (pattern ``stopped``: the unit ended early; ``idle``: the protocol did not
+schedule the agent) carry the agent's last answer: they hold that answer in the round's state
+(accuracy, majority) but are never a parse failure, an answer change or a conformity step, and
+cost nothing. Role calls (``Round.asides``) and the final decider's call are kept as token sums.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from typing import NamedTuple
 
 from societies.records import Turn, UnitRecord
 
-__all__ = ["MISSING", "Cell", "CompactUnit", "Grid", "agent_keys", "answers", "majority_answer",
-           "majority_correct", "project"]
+__all__ = ["CARRIED", "MISSING", "Cell", "CompactUnit", "Grid", "agent_keys", "answers",
+           "called", "majority_answer", "majority_correct", "project"]
 
 
 class Cell(NamedTuple):
@@ -39,6 +44,9 @@ class Cell(NamedTuple):
     prob: float | None = None  # the answer's probability, when log-probabilities were recorded
 
 
+CARRIED = frozenset({"stopped", "idle"})  # patterns of turns that made no call
+
+
 # An agent with no turn in a round: its branch ended, which is an error, not a parse failure.
 MISSING = Cell(answer=None, correct=False, parse_failed=False, errored=True)
 
@@ -57,6 +65,22 @@ class CompactUnit:
     traits: tuple[str, ...]
     retries: int
     grid: Grid
+    final_method: str | None = None  # None: no final recorded (schema < 3, or a failed unit)
+    final_correct: bool = False
+    stopped_after: int | None = None
+    role_tokens: tuple[tuple[int, int], ...] = ()  # per round: (prompt, completion) of asides
+    final_tokens: tuple[int, int] = (0, 0)  # the final decider's call, when a model decided
+
+    @property
+    def rounds_used(self) -> int:
+        """Rounds after round 0 that ran (an early stop after round r used r)."""
+        return self.stopped_after if self.stopped_after is not None else len(self.grid) - 1
+
+    @property
+    def tokens(self) -> int:
+        """Every token of the unit: members' turns, role calls and the final decider's call."""
+        members = sum(c.prompt_tokens + c.completion_tokens for row in self.grid for c in row)
+        return members + sum(p + c for p, c in self.role_tokens) + sum(self.final_tokens)
 
 
 def _positions(saw: Sequence[str], agents: Sequence[str], me: int) -> tuple[int, ...]:
@@ -74,7 +98,8 @@ def _cell(turn: Turn | None, agents: Sequence[str], me: int) -> Cell:
     return Cell(
         answer=answer,
         correct=turn.correct and not errored,
-        parse_failed=answer is None and not errored,
+        # A carried turn read no reply: its missing answer is not a parse failure of its own.
+        parse_failed=answer is None and not errored and turn.pattern not in CARRIED,
         errored=errored,
         truncated=turn.finish_reason == "length" and not errored,
         prompt_tokens=turn.prompt_tokens,
@@ -94,6 +119,8 @@ def project(unit: UnitRecord) -> CompactUnit:
               for i in range(n))
         for rnd in unit.rounds
     )
+    final = unit.final
+    final_turn = final.turn if final is not None else None
     return CompactUnit(
         society=unit.society,
         strategy=unit.strategy,
@@ -101,9 +128,28 @@ def project(unit: UnitRecord) -> CompactUnit:
         schema_version=unit.schema_version,
         agents=tuple(unit.agents),
         traits=tuple(unit.traits),
-        retries=sum(t.retries for r in unit.rounds for t in r.turns),
+        retries=sum(t.retries for r in unit.rounds for t in (*r.turns, *r.asides))
+        + (final_turn.retries if final_turn is not None else 0),
         grid=grid,
+        final_method=final.method if final is not None else None,
+        final_correct=final is not None and final.correct,
+        stopped_after=unit.stopped_after,
+        role_tokens=tuple((sum(t.prompt_tokens for t in r.asides),
+                           sum(t.completion_tokens for t in r.asides)) for r in unit.rounds),
+        final_tokens=((final_turn.prompt_tokens, final_turn.completion_tokens)
+                      if final_turn is not None else (0, 0)),
     )
+
+
+def called(cell: Cell) -> bool:
+    """Whether the cell's turn made a call (a missing turn did not; nor a carried one).
+
+    >>> called(Cell("4", True, False, False, pattern="debate")), called(MISSING)
+    (True, False)
+    >>> called(Cell("4", True, False, False, pattern="stopped"))
+    False
+    """
+    return cell.pattern is not None and cell.pattern not in CARRIED
 
 
 def answers(row: Sequence[Cell]) -> list[str | None]:

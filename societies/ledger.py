@@ -4,6 +4,12 @@ Records of strategies that share a prefix repeat the shared rounds' turns (each 
 complete on its own), so the ledger counts each turn once: a turn is identified by society,
 repeat, question, agent, round and the strategy prefix up to that round. Cached turns cost no
 tokens; they are counted apart. Prices are optional, in currency units per million tokens.
+
+Role calls are calls too: a round's asides (summaries, verdicts) are shared by the strategies
+sharing that round's prefix, like member turns, and identified by their place in the round; a
+unit's final decider (a judge) is its own. Both appear per role agent (``society/role``), in
+``roles`` and in the total; asides also in their round, final calls in ``final``. Turns that made
+no call (stopped, idle) are not counted.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
+from societies.compact import CARRIED
 from societies.config import PriceConfig as Price
 from societies.records import Turn, UnitRecord
 from societies.strategies import split_label
@@ -57,11 +64,18 @@ class LedgerLine(BaseModel):
 
 
 class Ledger(BaseModel):
-    """Spend per agent (``society/agent``), per round, and for the whole run."""
+    """Spend per agent (``society/agent``, role agents too), per round, and for the whole run.
+
+    ``per_round`` holds the members' turns and the role calls of each round; ``final`` the
+    final deciders' calls (they belong to no round); ``roles`` every role call (asides and
+    final calls), so ``total`` minus ``roles`` is what the society members spent.
+    """
 
     model_config = ConfigDict(extra="forbid")
     per_agent: dict[str, LedgerLine] = {}
     per_round: dict[int, LedgerLine] = {}
+    roles: LedgerLine = LedgerLine()
+    final: LedgerLine = LedgerLine()
     total: LedgerLine = LedgerLine()
 
 
@@ -80,25 +94,41 @@ def build_ledger(records: Iterable[UnitRecord], agent_models: Mapping[str, str] 
             is used for agents not in it.
         prices: model name → price; models without one have no cost.
     """
-    unique: dict[tuple[str, ...], tuple[str, int, Turn]] = {}
+    # key -> (society, round index or None for a final call, is a role call, turn)
+    unique: dict[tuple[str, ...], tuple[str, int | None, bool, Turn]] = {}
+
+    def keep(key: tuple[str, ...], society: str, index: int | None, role: bool,
+             turn: Turn) -> None:
+        if turn.error or turn.pattern in CARRIED:
+            return
+        known = unique.get(key)
+        if known is None or (known[3].cached and not turn.cached):
+            unique[key] = (society, index, role, turn)
+
     for record in records:
         symbols = split_label(record.strategy)
+        unit = (record.society, str(record.repeat), record.question_id)
         for rnd in record.rounds:
             prefix = "".join(symbols[: rnd.index])
             for turn in rnd.turns:
-                if turn.error:
-                    continue
-                key = (record.society, str(record.repeat), record.question_id, turn.agent,
-                       str(rnd.index), prefix)
-                known = unique.get(key)
-                if known is None or (known[2].cached and not turn.cached):
-                    unique[key] = (record.society, rnd.index, turn)
+                keep((*unit, turn.agent, str(rnd.index), prefix), record.society, rnd.index,
+                     False, turn)
+            for slot, turn in enumerate(rnd.asides):
+                keep((*unit, "aside", str(slot), turn.agent, str(rnd.index), prefix),
+                     record.society, rnd.index, True, turn)
+        if record.final is not None and record.final.turn is not None:
+            keep((*unit, "final", record.final.turn.agent, record.strategy), record.society,
+                 None, True, record.final.turn)
     ledger = Ledger()
-    for society, index, turn in unique.values():
+    for society, index, role, turn in unique.values():
         who = f"{society}/{turn.agent}"
         model = (agent_models or {}).get(who) or turn.model
         price = (prices or {}).get(model) if model else None
-        for line in (ledger.per_agent.setdefault(who, LedgerLine()),
-                     ledger.per_round.setdefault(index, LedgerLine()), ledger.total):
+        lines = [ledger.per_agent.setdefault(who, LedgerLine()), ledger.total]
+        lines.append(ledger.final if index is None
+                     else ledger.per_round.setdefault(index, LedgerLine()))
+        if role:
+            lines.append(ledger.roles)
+        for line in lines:
             line.add(turn.prompt_tokens, turn.completion_tokens, turn.cached, price)
     return ledger

@@ -6,7 +6,8 @@ each metric aggregates over the group's units (questions × repeats). Units with
 set counts as answer None (and not correct); a turn missing from a round (an agent whose branch
 ended) counts as an error turn. A turn's ``finish_reason`` is only known from schema-2
 records on (schema 1 did not record it), so truncation measures are None for groups with older
-records.
+records. Turns that made no call (stopped, idle) hold their carried answer in the round's state
+but are not replies: see ``societies.compact``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from statistics import fmean
 from societies.analysis.confidence import confidence_weighted_majority
 from societies.analysis.social import social_metrics
 from societies.compact import (
+    CARRIED,
     Cell,
     CompactUnit,
     Grid,
     agent_keys,
     answers,
+    called,
     majority_answer,
     majority_correct,
     project,
@@ -98,7 +101,7 @@ def _truncation(cells: Sequence[Cell], known: bool) -> dict[str, float | None]:
 
 
 def _reply_counts(grids: Sequence[Grid], known: bool) -> ReplyCounts:
-    cells = [c for g in grids for row in g for c in row]
+    cells = [c for g in grids for row in g for c in row if c.pattern not in CARRIED]
     return ReplyCounts(
         turns=len(cells),
         answered=sum(c.answer is not None for c in cells),
@@ -111,27 +114,31 @@ def _reply_counts(grids: Sequence[Grid], known: bool) -> ReplyCounts:
 
 
 def _round_metrics(
-    k: int, grids: Sequence[Grid], agents: Sequence[str], finish_known: bool = True
+    k: int, grids: Sequence[Grid], agents: Sequence[str], finish_known: bool = True,
+    role_tokens: Sequence[Sequence[tuple[int, int]]] = (),
 ) -> RoundMetrics:
     """Metrics of round ``k`` over the grids (one per unit) that have it; see RoundMetrics.
 
-    ``finish_known`` says whether the units recorded why each reply ended (schema ≥ 2).
+    ``finish_known`` says whether the units recorded why each reply ended (schema ≥ 2);
+    ``role_tokens`` holds each unit's (prompt, completion) role tokens per round.
     """
     keys = agent_keys(agents)
     rows = [g[k] for g in grids]
     n_units, n_agents = len(rows), len(keys)
     cells = [c for row in rows for c in row]
 
-    conf_steps = conforming = strict_steps = strict_conforming = changed = 0
+    conf_steps = conforming = strict_steps = strict_conforming = changed = steps = 0
     split: Counter[str] = Counter()
     if k >= 1:
         for grid in grids:
             prev, cur = grid[k - 1], grid[k]
-            changed += sum(p.answer != c.answer for p, c in zip(prev, cur, strict=True))
+            stepped = [(p, c) for p, c in zip(prev, cur, strict=True) if _step(p, c)]
+            steps += len(stepped)
+            changed += sum(p.answer != c.answer for p, c in stepped)
             maj = majority_answer(answers(prev))
             if maj is None:
                 continue
-            for p, c in zip(prev, cur, strict=True):
+            for p, c in stepped:
                 conf_steps += 1
                 follows = c.answer == maj
                 if follows:
@@ -162,7 +169,7 @@ def _round_metrics(
         conformity=_rate(conforming, conf_steps),
         conformity_split={s: split[s] / conf_steps for s in SPLIT_KEYS} if conf_steps else {},
         strict_conformity=_rate(strict_conforming, strict_steps),
-        answer_change_rate=_rate(changed, n_units * n_agents) if k >= 1 else None,
+        answer_change_rate=_rate(changed, steps) if k >= 1 else None,
         parse_failure_rate=_imean(c.parse_failed for c in cells),
         error_rate=_imean(c.errored for c in cells),
         answered_rate=_imean(c.answer is not None for c in cells),
@@ -172,7 +179,17 @@ def _round_metrics(
         completion_tokens=sum(t["completion"] for t in per_agent_tokens.values()),
         tokens_per_agent=per_agent_tokens,
         weighted_majority_accuracy=_weighted_majority_accuracy(rows),
+        role_prompt_tokens=sum(roles[k][0] for roles in role_tokens if len(roles) > k),
+        role_completion_tokens=sum(roles[k][1] for roles in role_tokens if len(roles) > k),
+        no_call_rate=_imean(c.pattern in CARRIED for c in cells),
     )
+
+
+def _step(before: Cell, after: Cell) -> bool:
+    """Whether an agent's move from ``before`` to ``after`` is a step of the dynamics: the
+    later turn made a call, and the earlier one is not an empty idle turn (an agent that had
+    not spoken yet, e.g. a later Mixture-of-Agents layer)."""
+    return called(after) and not (before.pattern == "idle" and before.answer is None)
 
 
 def _weighted_majority_accuracy(rows: Sequence[Sequence[Cell]]) -> float | None:
@@ -213,9 +230,11 @@ def _group_metrics(units: Sequence[CompactUnit]) -> GroupMetrics:
     known = all(u.schema_version >= 2 for u in ok)
     # A unit contributes to the rounds it has; complete runs have the same count everywhere.
     rounds = [
-        _round_metrics(k, [g for g in grids if len(g) > k], agents, known)
+        _round_metrics(k, [g for g in grids if len(g) > k], agents, known,
+                       [u.role_tokens for u in ok])
         for k in range(n_rounds)
     ]
+    finals = [u for u in ok if u.final_method is not None]
     kinds = Counter(behaviour([majority_correct(row) for row in g]) for g in grids)
     return GroupMetrics(
         society=society,
@@ -227,6 +246,13 @@ def _group_metrics(units: Sequence[CompactUnit]) -> GroupMetrics:
         behaviours={b: kinds[b] / len(grids) for b in BEHAVIOURS} if grids else {},
         replies=_reply_counts(grids, known),
         social=social_metrics(ok) if ok else None,
+        final_accuracy=_imean(u.final_correct for u in finals) if finals else None,
+        final_methods=dict(Counter(u.final_method for u in finals if u.final_method)),
+        rounds_used=_imean(u.rounds_used for u in ok) if ok else None,
+        stopped_units=sum(u.stopped_after is not None for u in ok),
+        final_prompt_tokens=sum(u.final_tokens[0] for u in ok),
+        final_completion_tokens=sum(u.final_tokens[1] for u in ok),
+        tokens_per_unit=_imean(u.tokens for u in ok) if ok else None,
     )
 
 

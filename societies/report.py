@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from societies.baselines import BASELINE_PREFIX
+from societies.compact import CARRIED
 from societies.metrics import BEHAVIOURS, GroupMetrics, RoundMetrics, Summary
 from societies.records import Turn, UnitRecord
 from societies.strategies import split_label
@@ -40,8 +42,13 @@ _COLUMNS: list[tuple[str, Callable[[RoundMetrics], str]]] = [
     ("changes", lambda r: _pct(r.answer_change_rate)),
     ("parse", lambda r: _pct(r.parse_failure_rate)),
     ("trunc", lambda r: _pct(r.truncated_rate)),
-    ("tokens", lambda r: str(r.prompt_tokens + r.completion_tokens)),
+    ("tokens", lambda r: str(r.prompt_tokens + r.completion_tokens + r.role_prompt_tokens
+                             + r.role_completion_tokens)),
 ]
+# Shown only for groups with role calls (a summariser, a moderator): those calls' tokens, which
+# the "tokens" column includes.
+_ROLE_COLUMN: tuple[str, Callable[[RoundMetrics], str]] = (
+    "of roles", lambda r: str(r.role_prompt_tokens + r.role_completion_tokens))
 
 
 def _header(group: GroupMetrics) -> str:
@@ -118,8 +125,32 @@ def _social_lines(group: GroupMetrics) -> list[str]:
 
 
 def _table(rounds: Sequence[RoundMetrics]) -> list[str]:
-    header = [h for h, _ in _COLUMNS]
-    return _aligned([header] + [[cell(r) for _, cell in _COLUMNS] for r in rounds])
+    columns = list(_COLUMNS)
+    if any(r.role_prompt_tokens or r.role_completion_tokens for r in rounds):
+        columns.append(_ROLE_COLUMN)
+    header = [h for h, _ in columns]
+    return _aligned([header] + [[cell(r) for _, cell in columns] for r in rounds])
+
+
+def _final_line(group: GroupMetrics) -> list[str]:
+    """The unit's final answers beside the last round's majority, the rounds used and what
+    the final deciders spent (nothing for older records without final answers)."""
+    if group.final_accuracy is None or not group.rounds:
+        return []
+    methods = ", ".join(f"{m}" if len(group.final_methods) == 1 else f"{m} {n}"
+                        for m, n in sorted(group.final_methods.items()))
+    parts = [f"final answer ({methods}) {_pct(group.final_accuracy)} correct, "
+             f"last-round majority {_pct(group.rounds[-1].majority_accuracy)}"]
+    rounds = len(group.rounds) - 1
+    if rounds:
+        parts.append(f"rounds used {_num(group.rounds_used)} of {rounds} "
+                     f"({group.stopped_units} of {group.n_units} units stopped early)")
+    final_tokens = group.final_prompt_tokens + group.final_completion_tokens
+    if final_tokens:
+        parts.append(f"final calls {final_tokens} tokens")
+    if group.tokens_per_unit is not None:
+        parts.append(f"{group.tokens_per_unit:.0f} tokens per unit")
+    return _wrapped("", parts)
 
 
 def _aligned(rows: Sequence[Sequence[str]], left: int = 0) -> list[str]:
@@ -141,7 +172,7 @@ def format_group(group: GroupMetrics) -> str:
     """
     lines = [_header(group), _behaviour_line(group), *_truncation_line(group)]
     lines += _table(group.rounds) if group.rounds else ["(no scored units)"]
-    return "\n".join(lines + _social_lines(group))
+    return "\n".join(lines + _final_line(group) + _social_lines(group))
 
 
 def format_table(summary: Summary) -> str:
@@ -165,19 +196,61 @@ def format_table(summary: Summary) -> str:
         The report text, ending with a newline (empty if there are no groups).
     """
     blocks = [format_group(g) for g in summary.groups]
+    if any(g.society.startswith(BASELINE_PREFIX) for g in summary.groups):
+        blocks.append(format_budget(summary))
     if summary.ledger is not None:
         blocks.append(format_ledger(summary))
     return "\n\n".join(blocks) + "\n" if blocks else ""
 
 
+def society_budget(summary: Summary) -> float | None:
+    """Mean tokens per scored unit over the groups that are not baselines: the budget the
+    baselines are matched against (None without such units)."""
+    groups = [g for g in summary.groups if not g.society.startswith(BASELINE_PREFIX)
+              and g.tokens_per_unit is not None and g.n_units]
+    units = sum(g.n_units for g in groups)
+    if not units:
+        return None
+    return sum((g.tokens_per_unit or 0.0) * g.n_units for g in groups) / units
+
+
+def format_budget(summary: Summary) -> str:
+    """Societies and baselines side by side: final accuracy, tokens per unit, and each group's
+    tokens as a multiple of the societies' mean unit (the budget the baselines match).
+
+    Tokens are prompt + completion of every call a unit made (members, role calls, the final
+    decider), cached calls included: what the unit would cost uncached.
+    """
+    budget = society_budget(summary)
+    rows = [["society", "strategy", "units", "final", "maj (last)", "rounds", "tokens/unit",
+             "× societies"]]
+    for g in summary.groups:
+        last = g.rounds[-1].majority_accuracy if g.rounds else None
+        ratio = (g.tokens_per_unit / budget if budget and g.tokens_per_unit is not None
+                 else None)
+        rows.append([g.society, g.strategy, str(g.n_units), _pct(g.final_accuracy),
+                     _pct(last), str(len(g.rounds) - 1) if g.rounds else DASH,
+                     DASH if g.tokens_per_unit is None else f"{g.tokens_per_unit:.0f}",
+                     DASH if ratio is None else f"{ratio:.2f}"])
+    head = ("societies and baselines (tokens per unit: every call, role calls and cached ones "
+            "included; × societies: against the societies' mean unit"
+            + (f", {budget:.0f} tokens)" if budget else ")"))
+    return "\n".join([head, *("  " + line for line in _aligned(rows, left=2))])
+
+
 def format_ledger(summary: Summary) -> str:
-    """One line of what the run paid: calls, cache hits, tokens and cost (each turn once)."""
+    """One line of what the run paid: calls, cache hits, tokens and cost (each turn once),
+    and what of it role calls (summaries, verdicts, judges) took."""
     if summary.ledger is None:
         return ""
-    total = summary.ledger.total
+    total, roles = summary.ledger.total, summary.ledger.roles
     cost = f" · cost {total.cost:.4f}" if total.cost is not None else ""
-    return (f"spent: {total.calls} calls ({total.cached_calls} from cache) · "
+    line = (f"spent: {total.calls} calls ({total.cached_calls} from cache) · "
             f"{total.prompt_tokens} prompt + {total.completion_tokens} completion tokens{cost}")
+    if roles.calls or roles.cached_calls:
+        line += (f" · of which role calls: {roles.calls} ({roles.cached_calls} from cache), "
+                 f"{roles.prompt_tokens + roles.completion_tokens} tokens")
+    return line
 
 
 # --- parse audit ---------------------------------------------------------------------------
@@ -254,6 +327,8 @@ def _replies(records: Iterable[UnitRecord]) -> list[_Reply]:
         symbols = split_label(unit.strategy)
         for rnd in unit.rounds:
             for i, turn in enumerate(rnd.turns):
+                if turn.pattern in CARRIED:  # no call was made: nothing was read
+                    continue
                 key = (unit.society, unit.repeat, unit.question_id, rnd.index, i,
                        "".join(symbols[: rnd.index]))
                 if key not in seen:

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict
 
 from societies.ledger import Ledger
 
-SUMMARY_SCHEMA_VERSION = 3  # 2: answered-only consensus, truncation, reply counts; 3: social
+SUMMARY_SCHEMA_VERSION = 4  # 2: answered-only consensus, truncation, reply counts; 3: social;
+# 4: role tokens, no-call turns, final answers, rounds used, tokens per unit
 BEHAVIOURS = ("stable_correct", "stable_wrong", "correcting", "degrading", "wavering")
 SPLIT_KEYS = ("tt", "tf", "ft", "ff")
 
@@ -26,7 +27,12 @@ class RoundMetrics(BaseModel):
         n_clusters: mean number of distinct answers among agents (None is one cluster).
         plurality_share: mean of ``max count / n_agents`` (None counts as an answer here).
         answered_rate: fraction of turns with an answer (not None, no error); with
-            parse_failure_rate and error_rate it sums to 1.
+            parse_failure_rate and error_rate it sums to 1, less the carried turns without an
+            answer (see no_call_rate).
+        no_call_rate: fraction of turns that made no call and carry the agent's last answer
+            (pattern stopped: the unit ended early; idle: the protocol did not schedule the
+            agent). They count in the round's state (accuracy, majority, consensus) but are
+            never a parse failure, an answer change or a conformity step, and cost no tokens.
         n_units_answered: units in which at least one agent answered: the base of the two
             answered-only means below (units where nobody answered are left out of them, and
             show up as a low answered_rate instead).
@@ -37,17 +43,19 @@ class RoundMetrics(BaseModel):
             n_clusters 1 and plurality_share 1.0 but no answered-only value at all.
         conformity (k ≥ 1): over agent-steps (unit, agent, k) whose unit had a majority at k−1,
             the fraction whose answer at k equals that majority; None in round 0 or when no
-            unit had a majority at k−1.
+            unit had a majority at k−1. An agent-step counts only when the turn at k made a
+            call and the agent held a turn of its own before (not an empty idle turn).
         conformity_split: the conforming agent-steps split by the agent's correctness at
             k−1 → k ("tt", "tf", "ft", "ff"), each as a fraction of all agent-steps counted by
             conformity, so the four sum to the conformity rate; {} when conformity is None.
         strict_conformity (k ≥ 1): among those agent-steps whose answer at k−1 differed from the
             majority of k−1 (minority holders, None included), the fraction whose answer at k
             equals that majority; None when there are no such steps.
-        answer_change_rate (k ≥ 1): fraction of agent-steps whose answer differs from the same
-            agent's answer at k−1 (None compared as a value); None in round 0.
-        parse_failure_rate: fraction of turns with answer None and no error (truncated ones
-            included).
+        answer_change_rate (k ≥ 1): fraction of agent-steps (counted as for conformity) whose
+            answer differs from the same agent's answer at k−1 (None compared as a value); None
+            in round 0 or when no agent-step counts.
+        parse_failure_rate: fraction of turns with answer None, no error, and a call made
+            (truncated ones included).
         error_rate: fraction of turns with an error (a missing turn counts as one).
         truncated_rate: fraction of turns cut at max_tokens (``finish_reason == "length"``, no
             error), whether an answer was read from them or not.
@@ -63,8 +71,10 @@ class RoundMetrics(BaseModel):
             (each answer weighted by its ``answer_prob``; the largest total wins, a tie none;
             ``societies.analysis.confidence``) is correct; None when no turn of the round has a
             probability.
-        prompt_tokens, completion_tokens: sums over units and agents.
+        prompt_tokens, completion_tokens: sums over units and agents (society members only).
         tokens_per_agent: agent → {"prompt": sum, "completion": sum} over units.
+        role_prompt_tokens, role_completion_tokens: sums over units of the round's role calls
+            (``Round.asides``: summaries, moderators' verdicts), not in the two above.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -92,13 +102,17 @@ class RoundMetrics(BaseModel):
     completion_tokens: int
     tokens_per_agent: dict[str, dict[str, int]]
     weighted_majority_accuracy: float | None = None
+    role_prompt_tokens: int = 0
+    role_completion_tokens: int = 0
+    no_call_rate: float = 0.0
 
 
 class ReplyCounts(BaseModel):
     """The turns of a group's scored units over all rounds, counted by what became of them.
 
     ``answered + no_answer + errors == turns`` (a missing turn is an error); ``no_answer`` counts
-    parse failures, truncated ones included. ``truncated`` counts turns cut at max_tokens, of
+    parse failures, truncated ones included. Turns that made no call (stopped, idle) are not
+    replies and are not counted. ``truncated`` counts turns cut at max_tokens, of
     which ``truncated_answered`` still yielded a (suspect) answer; both are None when the group
     holds schema-1 records, which did not record why a reply ended.
     """
@@ -238,6 +252,15 @@ class GroupMetrics(BaseModel):
     ``replies`` counts the scored units' turns by outcome (see ReplyCounts).
     ``social`` holds the social-influence measures (SocialMetrics; None without scored units or
     in summaries older than schema 3).
+
+    From schema 4: ``final_accuracy`` is the share of scored units whose final answer
+    (``UnitRecord.final``: majority, confidence, a judge or a protocol's decider) is correct,
+    None when no scored unit recorded one (older records); ``final_methods`` counts the units
+    by the method that chose it. ``rounds_used`` is the mean over scored units of the rounds
+    after round 0 that ran (``stopped_after`` when a unit stopped early), ``stopped_units``
+    how many stopped early. ``final_prompt_tokens``/``final_completion_tokens`` sum the final
+    deciders' calls (a judge's); ``tokens_per_unit`` is the mean over scored units of every
+    token they spent (members, role calls and the final call): the budget baselines match.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -250,6 +273,13 @@ class GroupMetrics(BaseModel):
     behaviours: dict[str, float]
     replies: ReplyCounts
     social: SocialMetrics | None = None
+    final_accuracy: float | None = None
+    final_methods: dict[str, int] = {}
+    rounds_used: float | None = None
+    stopped_units: int = 0
+    final_prompt_tokens: int = 0
+    final_completion_tokens: int = 0
+    tokens_per_unit: float | None = None
 
 
 class Summary(BaseModel):
