@@ -28,6 +28,8 @@ PROTOCOLS: dict[str, str] = {
     "machinesom": "societies.protocols.machinesom",
     "du": "societies.protocols.du",
     "chateval": "societies.protocols.chateval",
+    "mad": "societies.protocols.mad",
+    "moa": "societies.protocols.moa",
 }
 
 __all__ = ["PROTOCOLS", "Ask", "BuildContext", "Decision", "Protocol", "RoundPrompt", "View",
