@@ -149,3 +149,42 @@ def test_normalise() -> None:
 def test_free_text_parse_never_crashes(reply: str) -> None:
     answer = parse_free_text(reply)
     assert answer is None or (answer and answer == normalise(answer))
+
+
+def test_list_answer_every_listed_one_is_correct(tmp_path: Path) -> None:
+    """``answer`` may list the accepted answers of a question; each of them scores correct."""
+    path = write(
+        tmp_path,
+        {"question": "A primary colour?", "answer": ["red", "Blue", "yellow"]},
+        {"question": "The capital of Bolivia?", "answer": "Sucre"},  # one accepted answer
+    )
+    task = task_for(path)
+    colours, capital = task.questions()
+    assert task.kind == "set" and colours.gold == ["red", "Blue", "yellow"]
+    assert capital.gold == ["Sucre"]  # in a file of sets a single answer is a set of one
+    for accepted in colours.gold:
+        assert task.score(task.parse(f"Let me think.\nAnswer: {accepted.upper()}"), colours.gold)
+    assert not task.score(task.parse("Answer: green"), colours.gold)
+    numbers = task_for(write(tmp_path, {"question": "A prime below 6?", "answer": [2, "3", 5.0]}))
+    assert numbers.kind == "set" and numbers.questions()[0].gold == ["2", "3", "5.0"]
+    assert all(numbers.score(numbers.parse(f"Answer: {n}"), numbers.questions()[0].gold)
+               for n in ("2", "3.0", "5"))
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ([1, {"a": 2}], r'data\.jsonl:2: "answer" as a list must hold non-empty strings'),
+        ([["nested"]], r'data\.jsonl:2: "answer" as a list must hold'),
+        ([True, "x"], r'data\.jsonl:2: "answer" as a list must hold'),
+        ([], r'data\.jsonl:2: "answer" as a list must hold'),
+        (True, r'data\.jsonl:2: "answer" must be a non-empty string, a number, or a list'),
+        ({"a": 1}, r'data\.jsonl:2: "answer" must be a non-empty string'),
+    ],
+)
+def test_bad_answer_types_name_file_and_line(tmp_path: Path, answer: object,
+                                             message: str) -> None:
+    path = write(tmp_path, {"question": "ok", "answer": ["a"]}, {"question": "q", "answer": answer})
+    with pytest.raises(UserError, match=message) as info:
+        task_for(path)
+    assert "\n" not in str(info.value)
