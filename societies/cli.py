@@ -30,6 +30,9 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.no_cache:
         config = config.model_copy(update={"run": config.run.model_copy(update={"cache": False})})
+    if args.executor:  # an execution setting: resuming on the other executor is the same run
+        config = config.model_copy(update={"run": config.run.model_copy(
+            update={"executor": args.executor})})
     plan = build_plan(config)
     out = args.out or config.output or f"runs/{config.name}"
     store = RunStore(out)
@@ -95,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="only the first N questions")
     run.add_argument("--no-cache", action="store_true", help="bypass the LLM-call cache")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--executor", choices=("local", "ray"),
+                     help="where questions run (default: the config's run.executor)")
     run.set_defaults(func=_run)
     from societies.cli_analysis import add_commands
 

@@ -187,6 +187,8 @@ class RayConfig(Strict):
         "a Ray cluster's address (default: RAY_ADDRESS, else a local Ray instance)"))
     in_flight: int = Field(8, gt=0, description="Ray tasks submitted and not yet collected")
     num_cpus: float = Field(1.0, gt=0, description="CPUs each Ray task asks for")
+    max_retries: int = Field(3, ge=0, description=(
+        "times Ray reruns a question whose worker died (killed, out of memory, node lost)"))
 
 
 class RunConfig(Strict):

@@ -1,13 +1,15 @@
 """One `societies run`: expand the plan into questions, run them concurrently, record in order.
 
-Records are written in a deterministic order (society, repeat, question; strategies in config
-order) through a reorder buffer: a finished question waits only for earlier questions. On an
-interrupt, whatever finished is flushed first, so a re-run resumes without loss or duplicates.
+Questions run on an executor (``run.executor``): this process's event loop, or Ray tasks (see
+:mod:`societies.executors`). Either way only this process writes the run directory. Records
+are written in a deterministic order (society, repeat, question; strategies in config order)
+through a reorder buffer: a finished question waits only for earlier questions. On an
+interrupt, whatever finished is flushed first, so a re-run resumes without loss or duplicates,
+on the same executor or the other one.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +18,7 @@ from tqdm import tqdm
 from societies.backends.cache import CallCache
 from societies.backends.model import Model, RetryPolicy
 from societies.backends.registry import BackendPool
-from societies.engine import Engine
+from societies.executors import check_executor, make_executor
 from societies.ledger import build_ledger
 from societies.metrics import Summary, summarize
 from societies.plan import Plan, SocietyPlan
@@ -31,13 +33,46 @@ ModelFactory = Callable[[BackendPool, str], Model]
 
 @dataclass(frozen=True)
 class Job:
-    """One question for one society in one repeat, with the strategies still to run."""
+    """One question for one society in one repeat, with the strategies still to run.
+
+    The unit of work of every executor: its strategies share their common rounds' replies.
+    """
 
     index: int
     society: SocietyPlan
     repeat: int
     question: Question
     strategies: tuple[Strategy, ...]
+
+
+def open_models(plan: Plan, factory: ModelFactory | None, retry: RetryPolicy,
+                cache: CallCache | None) -> tuple[BackendPool, dict[str, Model]]:
+    """Every model ``plan`` calls, built by ``factory`` or, by default, as the pool's shared
+    backend with retries and the call cache. (Ray workers build theirs the same way.)"""
+    pool = BackendPool(plan.models)
+    make = factory or (lambda pool, name: Model(pool.chat(name), name, retry=retry, cache=cache))
+    return pool, {name: make(pool, name) for name in plan.model_names()}
+
+
+class _Reorder:
+    """Appends finished jobs' records to the store in job order, whatever order they end in."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.finished: dict[int, list[UnitRecord]] = {}
+        self.next_index = 0
+
+    def add(self, index: int, records: list[UnitRecord]) -> None:
+        """Hold job ``index``'s records and write every record now in order."""
+        self.finished[index] = records
+        while self.next_index in self.finished:
+            self.store.append(self.finished.pop(self.next_index))
+            self.next_index += 1
+
+    def flush_all(self) -> None:
+        """Interrupted: keep finished work even if out of order (resume skips it)."""
+        for index in sorted(self.finished):
+            self.store.append(self.finished.pop(index))
 
 
 def summarize_run(plan: Plan, store: RunStore) -> Summary:
@@ -63,26 +98,26 @@ class Run:
         limit: run only the first ``limit`` questions (a later run without it continues).
         model_factory: how a model name becomes a :class:`Model` (tests inject wrappers);
             the default wraps the pool's shared backend with retries and the call cache.
+            With ``run.executor: ray`` it is pickled to the workers, so it must be a
+            module-level function there.
         cache: the call cache; by default the user cache if the config's ``run.cache`` is on.
     """
 
     def __init__(self, plan: Plan, store: RunStore, limit: int | None = None,
                  model_factory: ModelFactory | None = None,
                  cache: CallCache | None = None) -> None:
+        check_executor(plan.config.run.executor)  # ray without its extra: refuse before work
         self.plan = plan
         self.store = store
         self.task: Task = load_task(plan.task)
         self.questions = self.task.questions()[:limit]
-        self.pool = BackendPool(plan.models)
         if cache is None and plan.config.run.cache:
             cache = CallCache()
         self.cache = cache
         r = plan.config.run.retry
-        retry = RetryPolicy(r.attempts, r.base_delay, r.max_delay)
-        factory = model_factory or (
-            lambda pool, name: Model(pool.chat(name), name, retry=retry, cache=cache))
-        names = plan.model_names()
-        self.models = {name: factory(self.pool, name) for name in names}
+        self.retry = RetryPolicy(r.attempts, r.base_delay, r.max_delay)
+        self.model_factory = model_factory
+        self.pool, self.models = open_models(plan, model_factory, self.retry, cache)
         self.provenance: Provenance = provenance(
             plan, self.task, {name: m.backend.identity for name, m in self.models.items()})
 
@@ -128,49 +163,29 @@ class Run:
             return await self._execute(progress)
 
     async def _execute(self, progress: bool) -> Summary:
-        engine = Engine.from_plan(self.plan, self.task, self.models)
         jobs = self.jobs(self.store.done())
         bar = tqdm(total=self.total_units, initial=self.total_units - sum(
             len(j.strategies) for j in jobs), unit="unit", disable=not progress)
-        finished: dict[int, list[UnitRecord]] = {}
-        next_index = 0
+        order = _Reorder(self.store)
 
-        def flush(everything: bool = False) -> None:
-            nonlocal next_index
-            while next_index in finished:
-                self.store.append(finished.pop(next_index))
-                next_index += 1
-            if everything:  # interrupted: keep finished work even if out of order
-                for index in sorted(finished):
-                    self.store.append(finished.pop(index))
+        def done(job: Job, records: list[UnitRecord]) -> None:
+            order.add(job.index, records)
+            bar.update(len(job.strategies))
 
-        run = self.plan.config.run
-        workers = run.questions or run.concurrency
-        queue: asyncio.Queue[Job] = asyncio.Queue()
-        for job in jobs:
-            queue.put_nowait(job)
-
-        async def worker() -> None:
-            while not queue.empty():
-                job = queue.get_nowait()
-                finished[job.index] = await engine.run_question(
-                    job.society, job.strategies, job.question, job.repeat)
-                bar.update(len(job.strategies))
-                flush()
-
+        executor = make_executor(self.plan.config.run.executor, self)
         try:
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            await executor.run(jobs, done)
             if self.plan.config.baselines.enabled:
                 # Baselines come after the societies: self-consistency's k is read from the
                 # tokens the societies spent (see societies.baselines).
                 from societies.baselines import baseline_jobs
 
-                for job in baseline_jobs(self, self.store.done(), start=next_index):
-                    queue.put_nowait(job)
-                await asyncio.gather(*(worker() for _ in range(workers)))
+                await executor.run(baseline_jobs(self, self.store.done(),
+                                                 start=order.next_index), done)
         finally:
-            flush(everything=True)
+            order.flush_all()
             bar.close()
+            await executor.aclose()
             await self.pool.aclose()
         summary = summarize_run(self.plan, self.store)
         self.store.write_summary(summary)

@@ -13,6 +13,15 @@ Failures are raised as what the engine should make of them:
   would fill the run with failures no retry fixes; a ``UserError`` escapes it, and the CLI
   prints one line and exits 2.
 
+Several servers of one model: ``base_url`` may be a list. Calls are spread over the servers
+(fewest in flight first), ``max_concurrent`` applies to each, and a server that fails
+``endpoint_failures`` times in a row is set aside for ``endpoint_cooldown`` seconds (see
+:mod:`societies.backends.endpoints`); request and token rates stay limits of the whole model.
+Servers that cannot be reached before the first call are set aside; none reachable is an
+:class:`EndpointError` as with one. The list is part of the model's identity as a single
+``base_url`` is (sorted, so its order does not matter to the call cache): a run resumes only
+with the same servers. Limits, waits and the cool-down are execution options.
+
 The API key is read from the variable named by ``api_key_env``; it never appears in options,
 identity, records, logs, error messages or reprs.
 
@@ -51,6 +60,7 @@ from societies.backends.base import (
     TokenLogprob,
     TransientBackendError,
 )
+from societies.backends.endpoints import EndpointPool
 from societies.backends.limits import RequestLimiter, parse_retry_after
 from societies.backends.sampling import finish_reason
 from societies.errors import MissingDependency, UserError
@@ -68,7 +78,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # run may change them): limits, waits, and which variable holds the key.
 EXECUTION_OPTIONS: frozenset[str] = frozenset({
     "timeout", "connect_wait", "requests_per_minute", "tokens_per_minute", "max_concurrent",
-    "api_key_env"})
+    "api_key_env", "endpoint_failures", "endpoint_cooldown"})
 
 # What `sampling_params: full` adds to every request: the knobs beyond OpenAI's own, off.
 _PENALTIES_OFF = {"repeat_penalty": 1.0, "repetition_penalty": 1.0,
@@ -79,11 +89,16 @@ class EndpointError(UserError):
     """The server or its configuration is wrong in a way no retry fixes: stop the run."""
 
 
+class _Refused(TransientBackendError):
+    """A healthy server declining for now (429, 408, 409, 425): no mark against its health."""
+
+
 class Options(BaseModel):
     """Config options of the ``openai`` backend."""
 
     model_config = ConfigDict(extra="forbid")
-    base_url: str = Field(description="API root, e.g. http://127.0.0.1:8000/v1")
+    base_url: str | list[str] = Field(description=(
+        "API root, e.g. http://127.0.0.1:8000/v1, or a list of servers of the same model"))
     model: str = Field(min_length=1, description="model name as the server knows it")
     api_key_env: str | None = Field(None, description="NAME of the variable holding the key")
     timeout: float = Field(120.0, gt=0, description="seconds for one request, all included")
@@ -91,7 +106,11 @@ class Options(BaseModel):
                                 "answer before the first call")
     requests_per_minute: int | None = Field(None, gt=0)
     tokens_per_minute: int | None = Field(None, gt=0)
-    max_concurrent: int = Field(8, gt=0)
+    max_concurrent: int = Field(8, gt=0, description="calls in flight per server")
+    endpoint_failures: int = Field(3, gt=0, description=(
+        "with several servers: consecutive failed calls (transport or 5xx) that set one aside"))
+    endpoint_cooldown: float = Field(30.0, ge=0, description=(
+        "with several servers: seconds a failing one is set aside"))
     extra_body: dict[str, Any] = Field(default_factory=dict, description="added to each request")
     sampling_params: Literal["full", "openai"] = Field("full", description=(
         "full: send top_k, min_p and the penalties (off) too, as llama.cpp servers and vLLM "
@@ -102,9 +121,7 @@ class Options(BaseModel):
     @classmethod
     def _check(cls, value: Any, info: ValidationInfo) -> Any:
         if info.field_name == "base_url":
-            if not re.match(r"https?://[^/\s]+", value):
-                raise ValueError("must start with http:// or https:// and name a host")
-            return value.rstrip("/")
+            return _check_urls(value)
         # Never echo the value: a key pasted here by mistake must not reach an error message.
         if info.field_name == "api_key_env" and value and not _ENV_NAME.fullmatch(value):
             raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
@@ -112,6 +129,29 @@ class Options(BaseModel):
         if info.field_name == "extra_body" and {"model", "messages"} & set(value):
             raise ValueError("may not set model or messages")
         return value
+
+
+def _check_urls(value: str | list[str]) -> str | list[str]:
+    urls = [value] if isinstance(value, str) else value
+    if not urls:
+        raise ValueError("the list of servers is empty")
+    for i, url in enumerate(urls):
+        if not re.match(r"https?://[^/\s]+", url):
+            at = "" if isinstance(value, str) else f"entry {i} "
+            raise ValueError(f"{at}must start with http:// or https:// and name a host")
+    clean = [u.rstrip("/") for u in urls]
+    if len(set(clean)) < len(clean):
+        raise ValueError("lists a server twice")
+    return clean[0] if isinstance(value, str) else clean
+
+
+def endpoint_urls(options: Options) -> list[str]:
+    """The servers of ``options``, one or several.
+
+    >>> endpoint_urls(Options(base_url=["http://a:1/v1", "http://b:1/v1/"], model="m"))
+    ['http://a:1/v1', 'http://b:1/v1']
+    """
+    return [options.base_url] if isinstance(options.base_url, str) else list(options.base_url)
 
 
 def check_settings(options: Options, settings: Settings) -> None:
@@ -170,6 +210,7 @@ class _LoopState:
     session: aiohttp.ClientSession
     limiter: RequestLimiter
     reach_lock: asyncio.Lock
+    endpoints: EndpointPool
 
 
 class OpenAIBackend(ChatBackend):
@@ -186,8 +227,9 @@ class OpenAIBackend(ChatBackend):
         self._state: _LoopState | None = None
         self._reached = self._closed = False
         self._unreachable: str | None = None  # once given up on, later callers fail at once
+        self._urls = endpoint_urls(options)
         self._where = f"openai {options.base_url} model {options.model!r}"  # error prefix
-        self._identity = f"openai:{options.base_url}:{options.model}"
+        self._identity = f"openai:{','.join(sorted(self._urls))}:{options.model}"
         if options.sampling_params != "full":  # the server's own defaults then apply
             self._identity += f":{options.sampling_params}"
         if options.extra_body:  # it can change replies, so the call cache must tell them apart
@@ -226,39 +268,57 @@ class OpenAIBackend(ChatBackend):
             opts = self.options
             # uvicorn-based servers (vLLM, llama-cpp-python) drop idle connections after 5 s;
             # letting ours go first avoids sending a request down a connection being closed.
+            total = opts.max_concurrent * len(self._urls)  # max_concurrent is per server
             session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=opts.timeout),
-                connector=aiohttp.TCPConnector(limit=opts.max_concurrent, keepalive_timeout=4.0))
-            limiter = RequestLimiter(opts.max_concurrent, opts.requests_per_minute,
-                                     opts.tokens_per_minute)
-            state = self._state = _LoopState(loop, session, limiter, asyncio.Lock())
+                connector=aiohttp.TCPConnector(limit=total, keepalive_timeout=4.0))
+            limiter = RequestLimiter(total, opts.requests_per_minute, opts.tokens_per_minute)
+            pool = EndpointPool(self._urls, opts.max_concurrent, opts.endpoint_failures,
+                                opts.endpoint_cooldown)
+            state = self._state = _LoopState(loop, session, limiter, asyncio.Lock(), pool)
         return state
 
     async def _reach(self, state: _LoopState) -> None:
-        """Make sure the server answers at all before the first call (see the module doc)."""
-        aiohttp = _require_aiohttp()
+        """Make sure a server answers at all before the first call (see the module doc).
+
+        With several servers, those that do not answer within ``connect_wait`` are set aside
+        for a cool-down; only when none answers is it an :class:`EndpointError`.
+        """
         async with state.reach_lock:
-            deadline = time.monotonic() + self.options.connect_wait
-            delay = 0.05
-            while not self._reached:
-                if self._unreachable:
-                    raise EndpointError(self._unreachable)
-                try:
-                    async with state.session.get(f"{self.options.base_url}/models",
-                                                 headers=self._headers()) as resp:
-                        await resp.read()
-                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as err:
-                    if time.monotonic() + delay > deadline:
-                        self._unreachable = (
-                            f"{self._where}: cannot reach the server "
-                            f"({self._scrub(str(err))}); is it running, and is base_url right?")
-                        continue
-                    await asyncio.sleep(delay)
-                    delay = min(2 * delay, 1.0)
-                    continue
-                except (aiohttp.ClientError, TimeoutError):
-                    pass  # something answered; the real request will say what is wrong
-                self._reached = True
+            if self._reached:
+                return
+            if self._unreachable:
+                raise EndpointError(self._unreachable)
+            errors = await asyncio.gather(*(self._ping(state, url) for url in self._urls))
+            if all(errors):
+                self._unreachable = (
+                    f"{self._where}: cannot reach the server ({self._scrub(errors[0] or '')}); "
+                    "is it running, and is base_url right?")
+                raise EndpointError(self._unreachable)
+            for endpoint, error in zip(state.endpoints.endpoints, errors, strict=True):
+                if error:
+                    state.endpoints.set_aside(endpoint, self.options.endpoint_cooldown,
+                                              f"cannot reach it ({self._scrub(error)})")
+            self._reached = True
+
+    async def _ping(self, state: _LoopState, url: str) -> str | None:
+        """None once ``url`` answers anything, else why it could not be reached in time."""
+        aiohttp = _require_aiohttp()
+        deadline = time.monotonic() + self.options.connect_wait
+        delay = 0.05
+        while True:
+            try:
+                async with state.session.get(f"{url}/models", headers=self._headers()) as resp:
+                    await resp.read()
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as err:
+                if time.monotonic() + delay > deadline:
+                    return str(err) or type(err).__name__
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
+                continue
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # something answered; the real request will say what is wrong
+            return None
 
     def _body(self, messages: Sequence[Message], settings: Settings) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -276,8 +336,11 @@ class OpenAIBackend(ChatBackend):
             body.update(logprobs=True, top_logprobs=settings.logprobs)
         return {**body, **self.options.extra_body}  # extra_body wins: it is the escape hatch
 
-    def _http_error(self, status: int, headers: Mapping[str, str], raw: bytes) -> Exception:
+    def _http_error(self, status: int, headers: Mapping[str, str], raw: bytes,
+                    url: str | None = None) -> Exception:
         """The exception for an HTTP error answer (see the module doc for the mapping)."""
+        url = url or self._urls[0]
+        at = "" if len(self._urls) == 1 else f" at {url}"
         message, code = raw.decode("utf-8", "replace").strip(), ""
         try:
             err = json.loads(message).get("error", message)
@@ -286,7 +349,7 @@ class OpenAIBackend(ChatBackend):
         except (ValueError, AttributeError):
             pass
         message = self._scrub(" ".join(message.split()))[:300]
-        where = f"{self._where}: HTTP {status}"
+        where = f"{self._where}: HTTP {status}{at}"
         if status in (401, 403):  # the body may quote part of the key, so it is not shown
             env = self.options.api_key_env
             hint = f"check the key in ${env}" if env else "set api_key_env to the key's variable"
@@ -294,38 +357,53 @@ class OpenAIBackend(ChatBackend):
         if status == 404 or code == "model_not_found" or (
                 status in (400, 422) and _NO_MODEL.search(message)):
             return EndpointError(f"{where}: no model {self.options.model!r} at "
-                                 f"{self.options.base_url} ({message or 'not found'}); check the "
+                                 f"{url} ({message or 'not found'}); check the "
                                  "model name and base_url (which usually ends in /v1)")
         if status in (400, 413, 422) and (code == "context_length_exceeded"
                                           or _CONTEXT.search(message)):
             return ContextOverflowError(f"{where}: {message}")
         if status in (408, 409, 425, 429) or status >= 500:
             retry_after = parse_retry_after(headers.get("Retry-After"))
-            return TransientBackendError(f"{where}: {message}", retry_after)
+            kind = TransientBackendError if status >= 500 else _Refused
+            return kind(f"{where}: {message}", retry_after)
         return BackendError(f"{where}: {message}")
 
     async def _post(self, state: _LoopState, body: dict[str, Any]) -> dict[str, Any]:
+        """Send one request to the least busy server; tell the pool how that server did."""
+        async with state.endpoints.use() as endpoint:
+            try:
+                data = await self._post_to(state, endpoint.url, body)
+            except TransientBackendError as err:
+                if not isinstance(err, _Refused):  # transport or a 5xx: the server is unwell
+                    state.endpoints.failed(endpoint, str(err))
+                if err.retry_after and len(self._urls) > 1:  # only this server asked to wait
+                    state.endpoints.pause(endpoint, err.retry_after)
+                elif err.retry_after:
+                    state.limiter.pause(err.retry_after)
+                raise
+            state.endpoints.succeeded(endpoint)
+            return data
+
+    async def _post_to(self, state: _LoopState, url: str, body: dict[str, Any]) -> dict[str, Any]:
         aiohttp = _require_aiohttp()
+        where = self._where if len(self._urls) == 1 else f"{self._where} at {url}"
         try:
-            async with state.session.post(f"{self.options.base_url}/chat/completions",
-                                          json=body, headers=self._headers()) as resp:
+            async with state.session.post(f"{url}/chat/completions", json=body,
+                                          headers=self._headers()) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    error = self._http_error(resp.status, resp.headers, raw)
-                    if isinstance(error, TransientBackendError) and error.retry_after:
-                        state.limiter.pause(error.retry_after)
-                    raise error
+                    raise self._http_error(resp.status, resp.headers, raw, url)
             data = json.loads(raw)
         except TimeoutError:
-            raise TransientBackendError(f"{self._where}: no reply within "
+            raise TransientBackendError(f"{where}: no reply within "
                                         f"{self.options.timeout:g} s") from None
         except aiohttp.ClientError as err:  # refused, reset, dropped mid-body, bad framing
             raise TransientBackendError(
-                f"{self._where}: {type(err).__name__}: {self._scrub(str(err))}") from None
+                f"{where}: {type(err).__name__}: {self._scrub(str(err))}") from None
         except ValueError:  # a 200 whose body is cut short or not JSON
-            raise TransientBackendError(f"{self._where}: reply is not valid JSON") from None
+            raise TransientBackendError(f"{where}: reply is not valid JSON") from None
         if not isinstance(data, dict) or not data.get("choices"):
-            raise BackendError(f"{self._where}: reply has no choices; is base_url an "
+            raise BackendError(f"{where}: reply has no choices; is base_url an "
                                "OpenAI-compatible API?")
         return data
 
