@@ -224,18 +224,22 @@ def format_budget(summary: Summary) -> str:
     budget = society_budget(summary)
     rows = [["society", "strategy", "units", "final", "maj (last)", "rounds", "tokens/unit",
              "× societies"]]
-    for g in summary.groups:
-        last = g.rounds[-1].majority_accuracy if g.rounds else None
+    # Societies first, then the baselines, each in the summary's order.
+    for g in sorted(summary.groups, key=lambda g: g.society.startswith(BASELINE_PREFIX)):
+        # A lone agent never has a majority (two must agree): its final answer is its own.
+        lone = bool(g.rounds) and len(g.rounds[-1].accuracy_per_agent) == 1
+        last = g.rounds[-1].majority_accuracy if g.rounds and not lone else None
         ratio = (g.tokens_per_unit / budget if budget and g.tokens_per_unit is not None
                  else None)
         rows.append([g.society, g.strategy, str(g.n_units), _pct(g.final_accuracy),
                      _pct(last), str(len(g.rounds) - 1) if g.rounds else DASH,
                      DASH if g.tokens_per_unit is None else f"{g.tokens_per_unit:.0f}",
                      DASH if ratio is None else f"{ratio:.2f}"])
-    head = ("societies and baselines (tokens per unit: every call, role calls and cached ones "
-            "included; × societies: against the societies' mean unit"
-            + (f", {budget:.0f} tokens)" if budget else ")"))
-    return "\n".join([head, *("  " + line for line in _aligned(rows, left=2))])
+    head = _wrapped("societies and baselines: ", [
+        "tokens per unit count every call (role calls and cached ones included)",
+        "× societies: against the societies' mean unit"
+        + (f" ({budget:.0f} tokens)" if budget else "")])
+    return "\n".join([*head, *("  " + line for line in _aligned(rows, left=2))])
 
 
 def format_ledger(summary: Summary) -> str:
