@@ -174,7 +174,7 @@ class BigbenchTask(Task):
         self.all_questions: list[Question] = []
         for i, ex in enumerate(examples):
             text = (prefix + str(ex["input"])).strip()
-            meta = {"index": i, "file": str(self.path)}
+            meta = {"index": i}
             qid = f"{label}-{i}"
             if self.multiple_choice:
                 choices, best = _choices(self.path, i, ex["target_scores"])

@@ -369,6 +369,17 @@ def test_reply_in_the_asked_form_is_read_back(tmp_path_factory: pytest.TempPathF
         assert bb.extract(reply, question).answer == expected
 
 
+def test_shipped_chess_experiment_plans() -> None:
+    """experiments/chess_bigbench.yaml validates (its task file is read only when it runs)."""
+    from societies.config import load_config
+    from societies.plan import build_plan
+
+    root = Path(__file__).resolve().parents[2]
+    plan = build_plan(load_config(root / "experiments" / "chess_bigbench.yaml"))
+    assert plan.task.model_dump(include={"name", "task", "n", "seed"}) == {
+        "name": "bigbench", "task": "chess_state_tracking/synthetic_short", "n": 10, "seed": 0}
+
+
 @pytest.mark.real
 def test_real_chess_state_tracking_synthetic_short() -> None:
     """MachineSoM's chess task from the BIG-bench data (``make data``)."""
