@@ -4,8 +4,10 @@ Every member reads every other member (the society's graph must be complete). ``
 how a round's turns are taken:
 
 * ``one_by_one``: members speak in society order, one at a time. Each is shown what was said
-  since its own last turn: this round's replies of the members before it and the previous
-  round's replies of the members after it. With its own history that is the whole chat so far.
+  since its own last turn, oldest first: the previous round's replies of the members after it,
+  then this round's replies of the members before it (in round 1 also the round-0 answers of
+  the members before it, given at the same time as its own). With its own history that is the
+  whole chat so far, every reply once.
 * ``simultaneous``: everyone speaks at once, shown the previous round's replies of the others.
 * ``simultaneous_summary``: as ``simultaneous``, but before each round a summariser role writes
   one summary of the discussion so far (the previous summary plus the round's replies,
@@ -104,11 +106,29 @@ class ChatEval(Protocol):
                 text = render("chateval_chat", others=[], summary=summary, answer_form=form)
                 out.append(RoundPrompt("debate" if saw else "alone", Message("user", text), saw))
                 continue
-            shown, saw = await self.policy.shown(view, agent, ask)
+            if self.order == "one_by_one":
+                shown, saw = await self._since_last_turn(view, i, ask)
+            else:
+                shown, saw = await self.policy.shown(view, agent, ask)
             others = [{"label": s.label, "reply": s.reply} for s in shown]
             text = render("chateval_chat", others=others, summary=None, answer_form=form)
             out.append(RoundPrompt("debate" if shown else "alone", Message("user", text), saw))
         return out
+
+    async def _since_last_turn(self, view: View, me: int, ask: Ask
+                               ) -> tuple[list[Shown], tuple[str, ...]]:
+        """What member ``me`` has not yet seen when its turn comes in ``view.round``."""
+        r, agents = view.round, view.society.agents
+        position = {a.name: j for j, a in enumerate(agents)}
+        sources = self.policy.sources(view, agents[me].name)
+        said: list[tuple[int, int, str]] = []  # (round, position, name), in chat order
+        for name in sources:
+            j = position[name]
+            rounds = [r - 1] if j > me else ([0, 1] if r == 1 else [r])
+            said += [(k, j, name) for k in rounds if k < len(view.history[name])]
+        shown = [Shown(name, self.policy.cut(view.history[name][k].reply))
+                 for k, _, name in sorted(said) if view.history[name][k].reply]
+        return await self.policy.condense(view, shown, ask), tuple(sources)
 
     def _speakers(self, view: View) -> list[str]:
         return [a.name for a in view.society.agents if view.answered(a.name)]

@@ -123,20 +123,28 @@ class DebatePolicy:
         """The replies ``agent`` is shown this round, and whose they are."""
         names = self.sources(view, agent)
         shown = [Shown(name, self._text(view, name)) for name in names]
-        if self.summarizer is not None and shown:
-            turn = await summarize(self.summarizer, view, shown, ask)
-            if not turn.error and turn.reply.strip():
-                shown = [Shown(", ".join(names), turn.reply, summary=True)]
-        return shown, tuple(names)
+        return await self.condense(view, shown, ask), tuple(names)
+
+    async def condense(self, view: View, shown: list[Shown], ask: Ask) -> list[Shown]:
+        """``shown`` as the agent sees it: unchanged, or with a summariser one summary of it
+        (the replies themselves if the summary call failed)."""
+        if self.summarizer is None or not shown:
+            return shown
+        turn = await summarize(self.summarizer, view, shown, ask)
+        if turn.error or not turn.reply.strip():
+            return shown
+        names = dict.fromkeys(s.label for s in shown)
+        return [Shown(", ".join(names), turn.reply, summary=True)]
 
     def _text(self, view: View, name: str) -> str:
         kept = [(i, t.reply) for i, t in enumerate(view.history[name]) if t.reply]
         kept = kept[-self.last_rounds:]
         if len(kept) == 1:
-            return self._cut(kept[0][1])
-        return "\n".join(f"(round {i}) {self._cut(reply)}" for i, reply in kept)
+            return self.cut(kept[0][1])
+        return "\n".join(f"(round {i}) {self.cut(reply)}" for i, reply in kept)
 
-    def _cut(self, text: str) -> str:
+    def cut(self, text: str) -> str:
+        """``text`` cut to ``max_chars`` (head kept, marked with ``CUT_MARK``)."""
         if self.max_chars is None or len(text) <= self.max_chars:
             return text
         return text[:self.max_chars] + CUT_MARK
