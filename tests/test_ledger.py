@@ -137,3 +137,45 @@ def test_a_turns_own_model_prices_it_when_the_agent_map_lacks_it() -> None:
 def test_ledger_survives_the_summary_json_round_trip() -> None:
     ledger = build_ledger(two_strategies(), {"S2/ada": "m"}, {"m": PriceConfig(prompt=1.0)})
     assert Ledger.model_validate_json(ledger.model_dump_json()) == ledger
+
+
+def aside(agent: str, prompt: int, completion: int, *, cached: bool = False) -> Turn:
+    return Turn(agent=agent, pattern="aside", reply="s", answer=None, correct=False,
+                prompt_tokens=prompt, completion_tokens=completion, cached=cached)
+
+
+def with_asides(rec: UnitRecord, per_round: dict[int, list[Turn]]) -> UnitRecord:
+    rounds = [r.model_copy(update={"asides": per_round.get(r.index, [])}) for r in rec.rounds]
+    return rec.model_copy(update={"rounds": rounds})
+
+
+def test_role_calls_count_per_role_per_round_and_once_per_shared_prefix() -> None:
+    from societies.records import Final
+
+    first, second = two_strategies()
+    shared = {1: [aside("summ", 50, 5), aside("summ", 60, 6)]}  # two calls in round 1
+    first = with_asides(first, {**shared, 2: [aside("summ", 70, 7)]})
+    second = with_asides(second, {**shared, 2: [aside("summ", 80, 8)]})
+    first = first.model_copy(update={"final": Final(method="judge", answer=None, correct=False,
+                                                    turn=aside("judge", 900, 9))})
+    second = second.model_copy(update={"final": Final(method="judge", answer=None,
+                                                      correct=False,
+                                                      turn=aside("judge", 800, 8))})
+    ledger = build_ledger([first, second])
+    # Round 1's two asides are shared by 00 and 01 (counted once); round 2's are each own.
+    assert ledger.per_agent["S2/summ"].calls == 2 + 2
+    assert ledger.per_agent["S2/summ"].prompt_tokens == 50 + 60 + 70 + 80
+    assert ledger.per_agent["S2/judge"].calls == 2  # one final call per strategy
+    assert (ledger.roles.calls, ledger.final.calls) == (6, 2)
+    assert ledger.roles.prompt_tokens == 260 + 1700
+    assert ledger.per_round[1].calls == 2 + 2 and ledger.per_round[2].calls == 4 + 2
+    assert ledger.total.calls == 8 + 6
+    assert ledger.total.prompt_tokens == 2 * 100 + 2 * 200 + 2 * 300 + 2 * 400 + 260 + 1700
+
+
+def test_turns_that_made_no_call_are_not_counted() -> None:
+    stopped = turn("ada", 0, 0).model_copy(update={"pattern": "stopped"})
+    idle = turn("bo", 0, 0).model_copy(update={"pattern": "idle"})
+    rec = record("0", [[turn("ada", 10, 1), turn("bo", 10, 1)], [stopped, idle]])
+    ledger = build_ledger([rec])
+    assert ledger.total.calls == 2 and 1 not in ledger.per_round

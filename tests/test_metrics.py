@@ -449,3 +449,111 @@ def test_summarize_streams_records_without_keeping_reply_texts() -> None:
     assert group.n_units == 400 and group.rounds[1].mean_accuracy == pytest.approx(1 / 3)
     # Only compact projections are kept: the peak stays far below the replies' total size.
     assert peak < 12_000_000
+
+
+# --- schema 3: carried turns, role calls, final answers, early stops ------------------------
+
+
+def carried(agent: str, answer: str | None, pattern: str, gold: str = "A") -> Turn:
+    """A turn that made no call: the agent's answer carried, zero tokens."""
+    return Turn(agent=agent, pattern=pattern, reply="", answer=answer,  # type: ignore[arg-type]
+                correct=answer == gold)
+
+
+def called_turn(agent: str, answer: str | None, pattern: str = "debate", tokens: int = 10,
+                gold: str = "A") -> Turn:
+    return Turn(agent=agent, pattern=pattern, reply="r", answer=answer,  # type: ignore[arg-type]
+                correct=answer == gold, prompt_tokens=tokens, completion_tokens=1)
+
+
+def stopped_unit(qid: str) -> UnitRecord:
+    """Stops after round 1 on consensus: round 2 carries A, A, A without calls."""
+    rec = make_unit([["A", "B", "A"],
+                     [called_turn("a0", "A"), called_turn("a1", "A"), called_turn("a2", "A")],
+                     [carried(a, "A", "stopped") for a in AGENTS]], strategy="00", qid=qid)
+    return rec.model_copy(update={"stopped_after": 1})
+
+
+def test_stopped_turns_are_no_change_no_conformity_step_and_no_reply() -> None:
+    full = make_unit([["A", "B", "A"], ["A", "A", "A"], ["A", "A", "B"]], strategy="00",
+                     qid="q1")
+    g = one_group([stopped_unit("q0"), full])
+    r2 = g.rounds[2]
+    # Only the full unit's three turns are steps in round 2: one change (a2 A -> B).
+    assert r2.answer_change_rate == pytest.approx(1 / 3)
+    assert r2.conformity == pytest.approx(2 / 3)  # a0, a1 follow A; a2 does not
+    assert r2.no_call_rate == pytest.approx(3 / 6)
+    # The state still holds the carried answers: all six agents, 5 right.
+    assert r2.mean_accuracy == pytest.approx(5 / 6) and r2.majority_accuracy == 1.0
+    assert r2.prompt_tokens == 0 + 0  # make_unit turns carry no tokens; stopped ones neither
+    assert g.replies.turns == 2 * 9 - 3  # the three stopped turns are not replies
+    assert (g.stopped_units, g.rounds_used) == (1, pytest.approx(1.5))
+
+
+def test_a_stopped_unit_carrying_no_answer_is_not_a_parse_failure_again() -> None:
+    rec = make_unit([["A", None, "A"], [carried(a, x, "stopped") for a, x in
+                                        zip(AGENTS, ["A", None, "A"], strict=True)]],
+                    strategy="0").model_copy(update={"stopped_after": 0})
+    g = one_group([rec])
+    assert g.rounds[0].parse_failure_rate == pytest.approx(1 / 3)
+    assert g.rounds[1].parse_failure_rate == 0.0
+    assert g.rounds[1].answered_rate == pytest.approx(2 / 3)
+    assert g.rounds[1].answer_change_rate is None  # no step at all in round 1
+    assert (g.rounds_used, g.stopped_units) == (0.0, 1)
+
+
+def test_an_empty_idle_turn_is_no_answer_change_and_no_parse_failure() -> None:
+    """A Mixture-of-Agents layer: a2 is not scheduled in round 0, answers first in round 1."""
+    rec = make_unit([[called_turn("a0", "A", "answer"), called_turn("a1", "B", "answer"),
+                      carried("a2", None, "idle")],
+                     [carried("a0", "A", "idle"), carried("a1", "B", "idle"),
+                      called_turn("a2", "A")]], strategy="0")
+    g = one_group([rec])
+    assert g.rounds[0].parse_failure_rate == 0.0
+    assert g.rounds[0].no_call_rate == pytest.approx(1 / 3)
+    assert g.rounds[1].answer_change_rate is None  # a2 had not answered; a0, a1 made no call
+    assert g.rounds[1].conformity is None
+
+
+def test_alone_turns_are_calls_but_not_debate_exposure() -> None:
+    rec = make_unit([["A", "B", "B"], [called_turn("a0", "B", "alone"),
+                                       called_turn("a1", "B", "alone"),
+                                       called_turn("a2", "B", "alone")]], strategy="0")
+    g = one_group([rec])
+    assert g.rounds[1].answer_change_rate == pytest.approx(1 / 3)
+    assert g.rounds[1].no_call_rate == 0.0
+    assert g.social is not None and g.social.exposed.turns == 0
+    assert g.social.flip_debate is None
+
+
+def test_role_calls_and_the_final_decider_are_counted_apart() -> None:
+    from societies.records import Final
+
+    rec = make_unit([["A", "A", "B"], ["A", "A", "A"]], strategy="0")
+    summary_turn = called_turn("summarizer", None, "aside", tokens=40)
+    judge = called_turn("judge", "A", "aside", tokens=70)
+    rounds = list(rec.rounds)
+    rounds[1] = rounds[1].model_copy(update={"asides": [summary_turn, summary_turn]})
+    rec = rec.model_copy(update={"rounds": rounds, "final": Final(
+        method="judge", answer="A", correct=True, turn=judge)})
+    g = one_group([rec])
+    assert (g.rounds[1].role_prompt_tokens, g.rounds[1].role_completion_tokens) == (80, 2)
+    assert g.rounds[0].role_prompt_tokens == 0
+    assert g.rounds[1].prompt_tokens == 0  # members' tokens only
+    assert (g.final_prompt_tokens, g.final_completion_tokens) == (70, 1)
+    assert g.tokens_per_unit == 82 + 71
+    assert (g.final_accuracy, g.final_methods) == (1.0, {"judge": 1})
+
+
+def test_final_accuracy_is_over_units_with_a_final_answer() -> None:
+    from societies.records import Final
+
+    right = make_unit([["A", "B", "C"]], strategy="-", qid="q0").model_copy(update={
+        "final": Final(method="majority", answer=None, correct=False)})
+    lone = make_unit([["A", "B", "C"]], strategy="-", qid="q1").model_copy(update={
+        "final": Final(method="majority", answer="A", correct=True)})
+    older = make_unit([["A", "A", "C"]], strategy="-", qid="q2")  # schema 2: no final
+    g = one_group([right, lone, older])
+    assert g.final_accuracy == 0.5 and g.final_methods == {"majority": 2}
+    assert one_group([older]).final_accuracy is None
+    assert one_group([older]).rounds_used == 0.0

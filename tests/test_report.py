@@ -252,3 +252,69 @@ def test_social_block_wraps_many_traits() -> None:
     assert social[0].startswith("social:") and max(len(line) for line in social) <= 110
     stubborn = [line for line in text.splitlines() if "trait-with" in line]
     assert len(stubborn) == 2 and stubborn[1].startswith("  ")
+
+
+def with_final(rec: UnitRecord, answer: str | None, correct: bool, method: str = "majority",
+               stopped_after: int | None = None) -> UnitRecord:
+    from societies.records import Final
+
+    return rec.model_copy(update={"final": Final(method=method, answer=answer, correct=correct),
+                                  "stopped_after": stopped_after})
+
+
+def test_final_answers_and_rounds_used_beside_the_majority() -> None:
+    units = [with_final(unit([["A", "A", "B"], ["A", "A", "A"]], "q0"), "A", True),
+             with_final(unit([["B", "B", None], ["B", "B", "B"]], "q1"), "A", True,
+                        method="judge", stopped_after=0)]
+    text = format_table(summarize(units))
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("final answer"))
+    final = " ".join(line.strip() for line in lines[at:at + 2])  # wrapped at 110 characters
+    assert final == ("final answer (judge 1, majority 1) 100.0% correct, last-round majority "
+                     "50.0% · rounds used 0.50 of 1 (1 of 2 units stopped early) · "
+                     "90 tokens per unit")
+    # Older records without a final answer: no such line.
+    assert "final answer" not in format_table(small_summary())
+
+
+def test_baselines_are_listed_beside_the_societies_with_their_token_ratio() -> None:
+    def one(society: str, rounds: list[list[str | None]], qid: str) -> UnitRecord:
+        rec = unit(rounds, qid, society=society, strategy="0" if len(rounds) > 1 else "-")
+        return with_final(rec, "A", True)
+
+    units = [one("S2", [["A", "A", "B"], ["A", "A", "A"]], "q0"),   # 6 turns x 15 = 90 tokens
+             one("S2", [["A", "A", "B"], ["A", "A", "A"]], "q1"),
+             one("baseline-sc@2", [["A", "A", "B"]], "q0"),           # 45 tokens
+             one("baseline-sc@2", [["A", "B", "B"]], "q1")]
+    text = format_table(summarize(units))
+    block = text.split("\n\n")[-1].splitlines()
+    assert block[0].startswith("societies and baselines: ")
+    assert "(90 tokens)" in block[1]
+    rows = [line.split() for line in block[2:]]
+    assert rows[0] == ["society", "strategy", "units", "final", "maj", "(last)", "rounds",
+                       "tokens/unit", "×", "societies"]
+    assert rows[1] == ["S2", "0", "2", "100.0%", "100.0%", "1", "90", "1.00"]
+    assert rows[2] == ["baseline-sc@2", "-", "2", "100.0%", "50.0%", "0", "45", "0.50"]
+    # Without baselines, no such block.
+    assert "societies and baselines" not in format_table(summarize(units[:2]))
+
+
+def test_role_tokens_get_their_own_column_and_ledger_note() -> None:
+    from societies.ledger import build_ledger
+
+    rec = unit([["A", "A", "B"], ["A", "A", "A"]], "q0")
+    note = Turn(agent="summ", pattern="aside", reply="s", answer=None, correct=False,
+                prompt_tokens=30, completion_tokens=3)
+    rec = rec.model_copy(update={"rounds": [rec.rounds[0], rec.rounds[1].model_copy(
+        update={"asides": [note]})]})
+    summary = summarize([rec])
+    summary.ledger = build_ledger([rec])
+    text = format_table(summary)
+    header, r0, r1 = (line.split() for line in text.splitlines()[2:5])
+    assert header[-3:] == ["tokens", "of", "roles"]
+    assert (r0[-2:], r1[-2:]) == (["45", "0"], ["78", "33"])  # tokens include the roles'
+    assert text.rstrip().endswith("· of which role calls: 1 (0 from cache), 33 tokens")
+    # The parse audit reads member replies only; a carried (stopped) turn is not a reply.
+    stopped = rec.model_copy(update={"rounds": [*rec.rounds, Round(index=2, turns=[
+        t.model_copy(update={"pattern": "stopped", "reply": ""}) for t in rec.rounds[1].turns])]})
+    assert format_audit([stopped], sample=0).startswith("parse audit: 6 replies")
