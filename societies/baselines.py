@@ -212,15 +212,19 @@ def baseline_jobs(run: Run, done: set[str], start: int) -> list[Job]:
     return jobs
 
 
-def baseline_engine(run: Run) -> Engine:
-    """The engine the baseline jobs run on: MachineSoM's prompts (the run's ``keep_rounds``
-    history rule), a majority final answer, no early stop; the run's models and seeding."""
+def baseline_engine(engine: Engine, keep_rounds: int | None = None) -> Engine:
+    """The twin of a run's ``engine`` that baseline jobs run on: the same task, models, seeding
+    and call limit, with MachineSoM's prompts (``keep_rounds``: the run's history rule), a
+    majority final answer and no early stop, whatever the run's protocol, aggregator and
+    ``early_stop`` say (a lone agent always "agrees with itself", so a consensus stop would
+    end the reflection baseline after round 0)."""
     from societies.engine import Engine
     from societies.protocols.aggregate import Aggregator
     from societies.protocols.machinesom import MachineSoM
     from societies.protocols.policies import DebatePolicy
 
-    cfg = run.plan.config
-    protocol = MachineSoM(DebatePolicy(keep_rounds=cfg.debate.keep_rounds))
-    return Engine(run.task, run.models, cfg.run.concurrency, protocol, seeding=cfg.seeding,
-                  aggregator=Aggregator("majority"), stop_on_consensus=False)
+    twin = Engine(engine.task, engine.models, 1, MachineSoM(DebatePolicy(keep_rounds=keep_rounds)),
+                  seeding=engine.seeding, aggregator=Aggregator("majority"),
+                  stop_on_consensus=False)
+    twin.limit = engine.limit  # one cap on calls in flight for both
+    return twin

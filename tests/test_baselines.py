@@ -30,6 +30,7 @@ from societies.baselines import (
     sc_name,
 )
 from societies.config import AgentConfig, ExperimentConfig, parse_config
+from societies.engine import Engine
 from societies.errors import ConfigError
 from societies.plan import AgentPlan, Plan, build_plan
 from societies.records import UnitRecord
@@ -217,14 +218,14 @@ def test_baselines_run_machinesom_reflection_without_early_stop(tmp_path: Path) 
     run = Run(plan, RunStore(tmp_path / "run"),
               model_factory=lambda pool, name: Model(pinned, name))
     [(society, strategy)] = baseline_societies(plan, None)
-    [rec] = asyncio.run(baseline_engine(run).run_question(society, [strategy],
-                                                           run.questions[0], 0))
+    engine = baseline_engine(Engine.from_plan(plan, run.task, run.models))
+    [rec] = asyncio.run(engine.run_question(society, [strategy], run.questions[0], 0))
     assert rec.stopped_after is None and len(backend.calls) == 3
     assert [rd.turns[0].pattern for rd in rec.rounds] == ["answer", "reflection", "reflection"]
 
 
-@pytest.mark.xfail(strict=True, reason="the runner must run baseline jobs on "
-                   "societies.baselines.baseline_engine (lead: one line in Run._execute)")
+@pytest.mark.xfail(strict=True, reason="the executors must run baseline jobs on "
+                   "societies.baselines.baseline_engine(engine) (lead wires it)")
 def test_the_runner_runs_baselines_on_the_baseline_engine(tmp_path: Path) -> None:
     cfg = base_config(tmp_path, early_stop={"consensus": True},
                       baselines={"reflection": True})
