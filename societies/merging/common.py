@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from societies.errors import ConfigError
 from societies.merging.convert import gguf_to_hf, is_checkpoint
@@ -75,3 +75,23 @@ def versions() -> dict[str, str]:
 def canonical_digest(data: Any) -> str:
     """SHA-256 of ``data`` as sorted JSON (a config's identity)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class GgufSpec(BaseModel):
+    """Also write the checkpoint as ``OUTPUT/model-<precision>.gguf`` for llama.cpp."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field("bundled:smollm2", description="the GGUF the checkpoint descends from")
+    precision: Literal["f16", "f32"] = "f16"
+
+
+def write_gguf(checkpoint: Path, spec: GgufSpec | None) -> Path | None:
+    """Export ``checkpoint`` next to its weights when ``spec`` asks for it (once)."""
+    if spec is None:
+        return None
+    from societies.merging.export import export_gguf
+
+    target = checkpoint / f"model-{spec.precision}.gguf"
+    if target.is_file():
+        return target
+    return export_gguf(checkpoint, target, spec.source, spec.precision)

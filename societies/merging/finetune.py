@@ -9,6 +9,7 @@ A config (YAML)::
       drop_eval: true                # else an overlap with eval is refused
     eval: {name: arithmetic, expression: a+b, high: 9, n: 30, seed: 0}
     train: {steps: 120, batch_size: 8, lr: 3.0e-5, warmup: 10, seed: 0, threads: 2}
+    gguf: {source: bundled:smollm2, precision: f16}   # optional: also OUTPUT/model-f16.gguf
     output: runs/merging/variants/sums
 
 The loss counts only the reply's tokens (the prompt is context, not a target). Given the same
@@ -31,7 +32,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from societies.errors import ConfigError
-from societies.merging.common import canonical_digest, read_config, resolve_checkpoint, versions
+from societies.merging.common import (
+    GgufSpec,
+    canonical_digest,
+    read_config,
+    resolve_checkpoint,
+    versions,
+    write_gguf,
+)
 from societies.merging.convert import require
 from societies.merging.data import Example, build_training_data
 from societies.tasks import TaskOptions, validate_task
@@ -67,6 +75,7 @@ class FinetuneConfig(BaseModel):
     data: DataSpec
     eval: dict[str, Any]
     train: TrainSpec = TrainSpec()
+    gguf: GgufSpec | None = None
     output: str
 
     @field_validator("eval")
@@ -93,10 +102,11 @@ def finetune(config: FinetuneConfig, out: Path | None = None, log: bool = True) 
     target = Path(out or config.output)
     train_task, eval_task = _tasks(config)
     data = build_training_data(train_task, eval_task, config.data.drop_eval)
-    identity = canonical_digest(config.model_dump(exclude={"output"}))
+    identity = canonical_digest(config.model_dump(exclude={"output", "gguf"}))
     record = target / "finetune.json"
     if record.is_file():
         if json.loads(record.read_text()).get("config_digest") == identity:
+            write_gguf(target, config.gguf)
             return target
         raise ConfigError(f"output: {target} holds a fine-tune of another config; "
                           "choose another output")
@@ -121,6 +131,7 @@ def finetune(config: FinetuneConfig, out: Path | None = None, log: bool = True) 
     (partial / "finetune.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
+    write_gguf(target, config.gguf)
     return target
 
 
