@@ -13,9 +13,9 @@ checks its SHA-256, extracts those files into a temporary directory beside the t
 renames it into place, so an interrupted run leaves nothing half-written. The names of the
 programmatic tasks (a ``task.py``, no ``task.json``) go to ``programmatic.txt``, so that naming
 one gets a precise error rather than "not found". Once the directory
-holds the completion stamp, it does nothing. The download goes through PyPI's simple index
-(PEP 691), the way pip finds files: ``pip download`` itself refuses this sdist since pip 26,
-because its metadata names a dependency by a ``file://`` URL, and we need none of its code.
+holds the completion stamp, it does nothing. The download is ``pip download`` run by an older pip
+(:data:`PIP`, in a private virtual environment): current pips refuse this sdist, because its
+metadata names a dependency by a ``file://`` URL; we need none of its code.
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
-import json
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from pathlib import Path, PurePosixPath
 
 from societies.errors import ConfigError, UserError
@@ -38,7 +37,6 @@ from societies.errors import ConfigError, UserError
 VERSION = "1.0.0"
 SDIST = f"bigbench-{VERSION}.tar.gz"
 SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
-INDEX = "https://pypi.org/simple/bigbench/"
 STAMP = ".complete"
 _TASKS_ROOT = ("bigbench", "benchmark_tasks")
 PROGRAMMATIC = "programmatic.txt"
@@ -108,33 +106,34 @@ def task_path(member: str) -> PurePosixPath | None:
     return None
 
 
-def sdist_url() -> str:
-    """The sdist's download address, as PyPI's simple index (JSON form) lists it."""
-    request = urllib.request.Request(INDEX,
-                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        listing = json.load(response)
-    for entry in listing.get("files", []):
-        if entry.get("filename") == SDIST:
-            if entry.get("hashes", {}).get("sha256") not in (None, SHA256):
-                raise UserError(f"{INDEX}: {SDIST} has another SHA-256 than the pinned one")
-            return str(entry["url"])
-    raise UserError(f"{INDEX}: no {SDIST} listed")
+PIP = "pip==22.3.1"  # newer pips refuse this sdist (see the module docstring)
 
 
 def download(target: Path) -> Path:
-    """Download the sdist to ``target`` (kept if already there with the right hash)."""
+    """Download the sdist to ``target`` with pip (kept if already there with the right hash).
+
+    pip runs from a small private virtual environment pinned to :data:`PIP`, made once beside
+    the downloads; the archive is then checked against the pinned SHA-256.
+    """
     if target.is_file() and _sha256(target) == SHA256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
-    with urllib.request.urlopen(sdist_url(), timeout=60) as response, partial.open("wb") as out:
-        shutil.copyfileobj(response, out, length=1 << 20)
-    if _sha256(partial) != SHA256:
-        partial.unlink()
+    pip_download(target.parent)
+    if _sha256(target) != SHA256:
+        target.unlink()
         raise UserError(f"{SDIST}: downloaded file does not match the pinned SHA-256")
-    partial.replace(target)
     return target
+
+
+def pip_download(directory: Path) -> None:
+    """``pip download`` the sdist into ``directory`` with the pinned older pip."""
+    directory.mkdir(parents=True, exist_ok=True)
+    venv = directory / "pip-venv"
+    pip = venv / "bin" / "pip"
+    if not pip.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(pip), "install", "-q", PIP], check=True)
+    subprocess.run([str(pip), "download", "-q", "--no-deps", "--no-binary", ":all:",
+                    f"bigbench=={VERSION}", "-d", str(directory)], check=True)
 
 
 def _sha256(path: Path) -> str:

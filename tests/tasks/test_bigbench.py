@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -335,8 +336,10 @@ def test_make_data_extracts_only_json_tasks_once(tmp_path: Path,
 def test_download_checks_the_pinned_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     archive = sdist(tmp_path)
-    monkeypatch.setattr(bigbench_data, "sdist_url", lambda: archive.as_uri())
+    monkeypatch.setattr(bigbench_data, "pip_download",
+                        lambda d: shutil.copy(archive, d / "bigbench-1.0.0.tar.gz"))
     target = tmp_path / "downloads" / "bigbench-1.0.0.tar.gz"
+    target.parent.mkdir()
     with pytest.raises(UserError, match="does not match the pinned SHA-256"):
         bigbench_data.download(target)
     assert not target.exists() and not list(target.parent.iterdir())
