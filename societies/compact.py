@@ -20,7 +20,7 @@ from typing import NamedTuple
 from societies.records import Turn, UnitRecord
 
 __all__ = ["CARRIED", "MISSING", "Cell", "CompactUnit", "Grid", "agent_keys", "answers",
-           "called", "majority_answer", "majority_correct", "project"]
+           "called", "is_step", "majority_answer", "majority_correct", "project"]
 
 
 class Cell(NamedTuple):
@@ -139,6 +139,24 @@ def project(unit: UnitRecord) -> CompactUnit:
         final_tokens=((final_turn.prompt_tokens, final_turn.completion_tokens)
                       if final_turn is not None else (0, 0)),
     )
+
+
+def is_step(before: Cell, after: Cell) -> bool:
+    """Whether an agent's move between two rounds counts in answer changes and conformity.
+
+    Not when the later turn made no call (stopped, idle: the answer is only carried), nor when
+    the earlier turn is an empty idle one (the agent had not spoken yet, e.g. a later
+    Mixture-of-Agents layer). A missing turn (an ended branch) still counts, as answer None.
+
+    >>> a = Cell("4", True, False, False, pattern="answer")
+    >>> is_step(a, a._replace(pattern="debate")), is_step(a, a._replace(pattern="stopped"))
+    (True, False)
+    >>> is_step(Cell(None, False, False, False, pattern="idle"), a._replace(pattern="debate"))
+    False
+    """
+    if after.pattern in CARRIED:
+        return False
+    return not (before.pattern == "idle" and before.answer is None)
 
 
 def called(cell: Cell) -> bool:

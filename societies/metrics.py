@@ -26,7 +26,7 @@ from societies.compact import (
     Grid,
     agent_keys,
     answers,
-    called,
+    is_step,
     majority_answer,
     majority_correct,
     project,
@@ -114,13 +114,11 @@ def _reply_counts(grids: Sequence[Grid], known: bool) -> ReplyCounts:
 
 
 def _round_metrics(
-    k: int, grids: Sequence[Grid], agents: Sequence[str], finish_known: bool = True,
-    role_tokens: Sequence[Sequence[tuple[int, int]]] = (),
+    k: int, grids: Sequence[Grid], agents: Sequence[str], finish_known: bool = True
 ) -> RoundMetrics:
     """Metrics of round ``k`` over the grids (one per unit) that have it; see RoundMetrics.
 
-    ``finish_known`` says whether the units recorded why each reply ended (schema ≥ 2);
-    ``role_tokens`` holds each unit's (prompt, completion) role tokens per round.
+    ``finish_known`` says whether the units recorded why each reply ended (schema ≥ 2).
     """
     keys = agent_keys(agents)
     rows = [g[k] for g in grids]
@@ -132,7 +130,7 @@ def _round_metrics(
     if k >= 1:
         for grid in grids:
             prev, cur = grid[k - 1], grid[k]
-            stepped = [(p, c) for p, c in zip(prev, cur, strict=True) if _step(p, c)]
+            stepped = [(p, c) for p, c in zip(prev, cur, strict=True) if is_step(p, c)]
             steps += len(stepped)
             changed += sum(p.answer != c.answer for p, c in stepped)
             maj = majority_answer(answers(prev))
@@ -179,17 +177,8 @@ def _round_metrics(
         completion_tokens=sum(t["completion"] for t in per_agent_tokens.values()),
         tokens_per_agent=per_agent_tokens,
         weighted_majority_accuracy=_weighted_majority_accuracy(rows),
-        role_prompt_tokens=sum(roles[k][0] for roles in role_tokens if len(roles) > k),
-        role_completion_tokens=sum(roles[k][1] for roles in role_tokens if len(roles) > k),
-        no_call_rate=_imean(c.pattern in CARRIED for c in cells),
     )
 
-
-def _step(before: Cell, after: Cell) -> bool:
-    """Whether an agent's move from ``before`` to ``after`` is a step of the dynamics: the
-    later turn made a call, and the earlier one is not an empty idle turn (an agent that had
-    not spoken yet, e.g. a later Mixture-of-Agents layer)."""
-    return called(after) and not (before.pattern == "idle" and before.answer is None)
 
 
 def _weighted_majority_accuracy(rows: Sequence[Sequence[Cell]]) -> float | None:
@@ -230,8 +219,7 @@ def _group_metrics(units: Sequence[CompactUnit]) -> GroupMetrics:
     known = all(u.schema_version >= 2 for u in ok)
     # A unit contributes to the rounds it has; complete runs have the same count everywhere.
     rounds = [
-        _round_metrics(k, [g for g in grids if len(g) > k], agents, known,
-                       [u.role_tokens for u in ok])
+        _round_metrics(k, [g for g in grids if len(g) > k], agents, known)
         for k in range(n_rounds)
     ]
     finals = [u for u in ok if u.final_method is not None]
@@ -246,6 +234,11 @@ def _group_metrics(units: Sequence[CompactUnit]) -> GroupMetrics:
         behaviours={b: kinds[b] / len(grids) for b in BEHAVIOURS} if grids else {},
         replies=_reply_counts(grids, known),
         social=social_metrics(ok) if ok else None,
+        role_tokens=[{"prompt": sum(u.role_tokens[k][0] for u in ok if len(u.role_tokens) > k),
+                      "completion": sum(u.role_tokens[k][1] for u in ok
+                                        if len(u.role_tokens) > k)}
+                     for k in range(n_rounds)],
+        no_call_turns=sum(c.pattern in CARRIED for g in grids for row in g for c in row),
         final_accuracy=_imean(u.final_correct for u in finals) if finals else None,
         final_methods=dict(Counter(u.final_method for u in finals if u.final_method)),
         rounds_used=_imean(u.rounds_used for u in ok) if ok else None,

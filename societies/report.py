@@ -42,13 +42,8 @@ _COLUMNS: list[tuple[str, Callable[[RoundMetrics], str]]] = [
     ("changes", lambda r: _pct(r.answer_change_rate)),
     ("parse", lambda r: _pct(r.parse_failure_rate)),
     ("trunc", lambda r: _pct(r.truncated_rate)),
-    ("tokens", lambda r: str(r.prompt_tokens + r.completion_tokens + r.role_prompt_tokens
-                             + r.role_completion_tokens)),
+    ("tokens", lambda r: str(r.prompt_tokens + r.completion_tokens)),
 ]
-# Shown only for groups with role calls (a summariser, a moderator): those calls' tokens, which
-# the "tokens" column includes.
-_ROLE_COLUMN: tuple[str, Callable[[RoundMetrics], str]] = (
-    "of roles", lambda r: str(r.role_prompt_tokens + r.role_completion_tokens))
 
 
 def _header(group: GroupMetrics) -> str:
@@ -124,12 +119,17 @@ def _social_lines(group: GroupMetrics) -> list[str]:
     return lines + _wrapped("consensus: ", parts)
 
 
-def _table(rounds: Sequence[RoundMetrics]) -> list[str]:
-    columns = list(_COLUMNS)
-    if any(r.role_prompt_tokens or r.role_completion_tokens for r in rounds):
-        columns.append(_ROLE_COLUMN)
-    header = [h for h, _ in columns]
-    return _aligned([header] + [[cell(r) for _, cell in columns] for r in rounds])
+def _table(group: GroupMetrics) -> list[str]:
+    header = [h for h, _ in _COLUMNS]
+    rows = [[cell(r) for _, cell in _COLUMNS] for r in group.rounds]
+    # Groups with role calls (a summariser, a moderator) get the tokens those calls took in
+    # each round, apart from the members' (so "tokens" keeps meaning the members').
+    roles = [t["prompt"] + t["completion"] for t in group.role_tokens]
+    if any(roles):
+        header.append("role tokens")
+        for row, spent in zip(rows, roles, strict=False):
+            row.append(str(spent))
+    return _aligned([header, *rows])
 
 
 def _final_line(group: GroupMetrics) -> list[str]:
@@ -171,7 +171,7 @@ def format_group(group: GroupMetrics) -> str:
         The block as lines joined by newlines, without a trailing newline.
     """
     lines = [_header(group), _behaviour_line(group), *_truncation_line(group)]
-    lines += _table(group.rounds) if group.rounds else ["(no scored units)"]
+    lines += _table(group) if group.rounds else ["(no scored units)"]
     return "\n".join(lines + _final_line(group) + _social_lines(group))
 
 

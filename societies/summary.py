@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict
 
 from societies.ledger import Ledger
 
-SUMMARY_SCHEMA_VERSION = 4  # 2: answered-only consensus, truncation, reply counts; 3: social;
-# 4: role tokens, no-call turns, final answers, rounds used, tokens per unit
+SUMMARY_SCHEMA_VERSION = 3  # 2: answered-only consensus, truncation, reply counts; 3: social
+# (the role tokens, no-call turns, final answers, rounds used and tokens per unit added since
+# have defaults, so summaries written before them still load)
 BEHAVIOURS = ("stable_correct", "stable_wrong", "correcting", "degrading", "wavering")
 SPLIT_KEYS = ("tt", "tf", "ft", "ff")
 
@@ -27,12 +28,12 @@ class RoundMetrics(BaseModel):
         n_clusters: mean number of distinct answers among agents (None is one cluster).
         plurality_share: mean of ``max count / n_agents`` (None counts as an answer here).
         answered_rate: fraction of turns with an answer (not None, no error); with
-            parse_failure_rate and error_rate it sums to 1, less the carried turns without an
-            answer (see no_call_rate).
-        no_call_rate: fraction of turns that made no call and carry the agent's last answer
-            (pattern stopped: the unit ended early; idle: the protocol did not schedule the
-            agent). They count in the round's state (accuracy, majority, consensus) but are
-            never a parse failure, an answer change or a conformity step, and cost no tokens.
+            parse_failure_rate and error_rate it sums to 1, less the turns that made no call
+            and carry no answer. Turns that made no call (pattern stopped: the unit ended
+            early; idle: the protocol did not schedule the agent) carry the agent's last
+            answer: they count in the round's state (accuracy, majority, consensus) but are
+            never a parse failure, an answer change or a conformity step, and cost no tokens
+            (GroupMetrics.no_call_turns counts them).
         n_units_answered: units in which at least one agent answered: the base of the two
             answered-only means below (units where nobody answered are left out of them, and
             show up as a low answered_rate instead).
@@ -73,8 +74,7 @@ class RoundMetrics(BaseModel):
             probability.
         prompt_tokens, completion_tokens: sums over units and agents (society members only).
         tokens_per_agent: agent → {"prompt": sum, "completion": sum} over units.
-        role_prompt_tokens, role_completion_tokens: sums over units of the round's role calls
-            (``Round.asides``: summaries, moderators' verdicts), not in the two above.
+        Role calls' tokens are apart: GroupMetrics.role_tokens.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -102,9 +102,6 @@ class RoundMetrics(BaseModel):
     completion_tokens: int
     tokens_per_agent: dict[str, dict[str, int]]
     weighted_majority_accuracy: float | None = None
-    role_prompt_tokens: int = 0
-    role_completion_tokens: int = 0
-    no_call_rate: float = 0.0
 
 
 class ReplyCounts(BaseModel):
@@ -253,7 +250,11 @@ class GroupMetrics(BaseModel):
     ``social`` holds the social-influence measures (SocialMetrics; None without scored units or
     in summaries older than schema 3).
 
-    From schema 4: ``final_accuracy`` is the share of scored units whose final answer
+    ``role_tokens[k]`` sums round k's role calls (``Round.asides``: summaries, moderators'
+    verdicts) over the scored units as {"prompt": ..., "completion": ...}; they are not in the
+    round's prompt_tokens/completion_tokens (members only). ``no_call_turns`` counts the scored
+    units' turns that made no call (stopped, idle), which ``replies`` leaves out.
+    ``final_accuracy`` is the share of scored units whose final answer
     (``UnitRecord.final``: majority, confidence, a judge or a protocol's decider) is correct,
     None when no scored unit recorded one (older records); ``final_methods`` counts the units
     by the method that chose it. ``rounds_used`` is the mean over scored units of the rounds
@@ -273,6 +274,8 @@ class GroupMetrics(BaseModel):
     behaviours: dict[str, float]
     replies: ReplyCounts
     social: SocialMetrics | None = None
+    role_tokens: list[dict[str, int]] = []
+    no_call_turns: int = 0
     final_accuracy: float | None = None
     final_methods: dict[str, int] = {}
     rounds_used: float | None = None

@@ -482,11 +482,11 @@ def test_stopped_turns_are_no_change_no_conformity_step_and_no_reply() -> None:
     # Only the full unit's three turns are steps in round 2: one change (a2 A -> B).
     assert r2.answer_change_rate == pytest.approx(1 / 3)
     assert r2.conformity == pytest.approx(2 / 3)  # a0, a1 follow A; a2 does not
-    assert r2.no_call_rate == pytest.approx(3 / 6)
     # The state still holds the carried answers: all six agents, 5 right.
     assert r2.mean_accuracy == pytest.approx(5 / 6) and r2.majority_accuracy == 1.0
     assert r2.prompt_tokens == 0 + 0  # make_unit turns carry no tokens; stopped ones neither
     assert g.replies.turns == 2 * 9 - 3  # the three stopped turns are not replies
+    assert g.no_call_turns == 3
     assert (g.stopped_units, g.rounds_used) == (1, pytest.approx(1.5))
 
 
@@ -510,7 +510,7 @@ def test_an_empty_idle_turn_is_no_answer_change_and_no_parse_failure() -> None:
                       called_turn("a2", "A")]], strategy="0")
     g = one_group([rec])
     assert g.rounds[0].parse_failure_rate == 0.0
-    assert g.rounds[0].no_call_rate == pytest.approx(1 / 3)
+    assert g.no_call_turns == 3
     assert g.rounds[1].answer_change_rate is None  # a2 had not answered; a0, a1 made no call
     assert g.rounds[1].conformity is None
 
@@ -521,7 +521,7 @@ def test_alone_turns_are_calls_but_not_debate_exposure() -> None:
                                        called_turn("a2", "B", "alone")]], strategy="0")
     g = one_group([rec])
     assert g.rounds[1].answer_change_rate == pytest.approx(1 / 3)
-    assert g.rounds[1].no_call_rate == 0.0
+    assert g.no_call_turns == 0
     assert g.social is not None and g.social.exposed.turns == 0
     assert g.social.flip_debate is None
 
@@ -537,8 +537,7 @@ def test_role_calls_and_the_final_decider_are_counted_apart() -> None:
     rec = rec.model_copy(update={"rounds": rounds, "final": Final(
         method="judge", answer="A", correct=True, turn=judge)})
     g = one_group([rec])
-    assert (g.rounds[1].role_prompt_tokens, g.rounds[1].role_completion_tokens) == (80, 2)
-    assert g.rounds[0].role_prompt_tokens == 0
+    assert g.role_tokens == [{"prompt": 0, "completion": 0}, {"prompt": 80, "completion": 2}]
     assert g.rounds[1].prompt_tokens == 0  # members' tokens only
     assert (g.final_prompt_tokens, g.final_completion_tokens) == (70, 1)
     assert g.tokens_per_unit == 82 + 71

@@ -311,8 +311,8 @@ def test_role_tokens_get_their_own_column_and_ledger_note() -> None:
     summary.ledger = build_ledger([rec])
     text = format_table(summary)
     header, r0, r1 = (line.split() for line in text.splitlines()[2:5])
-    assert header[-3:] == ["tokens", "of", "roles"]
-    assert (r0[-2:], r1[-2:]) == (["45", "0"], ["78", "33"])  # tokens include the roles'
+    assert header[-3:] == ["tokens", "role", "tokens"]
+    assert (r0[-2:], r1[-2:]) == (["45", "0"], ["45", "33"])
     assert text.rstrip().endswith("· of which role calls: 1 (0 from cache), 33 tokens")
     # The parse audit reads member replies only; a carried (stopped) turn is not a reply.
     stopped = rec.model_copy(update={"rounds": [*rec.rounds, Round(index=2, turns=[
