@@ -74,6 +74,11 @@ class RoleSpec:
         self.fixed = "model" in raw
         self.plan = self.make(self.raw, self.where)  # validates the mapping now
 
+    def __getstate__(self) -> dict[str, Any]:
+        # make_agent is a plan-time closure: a plan shipped to Ray workers (pickled) runs with
+        # the roles check() resolved and needs no more of it.
+        return {**self.__dict__, "make": None}
+
     def for_society(self, society: SocietyPlan) -> AgentPlan:
         """The role agent of ``society``: its own model, else the society's first agent's."""
         if self.fixed:

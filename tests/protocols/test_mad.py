@@ -3,6 +3,7 @@ once end to end on the bundled SmolLM2."""
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -200,3 +201,15 @@ def test_mad_on_the_bundled_model_end_to_end(tmp_path: Path) -> None:
     assert [a.agent for a in record.rounds[0].asides] == ["moderator"]
     if record.final.method == "judge":
         assert [a.agent for a in record.rounds[1].asides] == ["moderator"]
+
+
+def test_the_experiment_config_plans() -> None:
+    from societies.config import load_config
+    from societies.paths import asset_dir
+
+    plan = build_plan(load_config(asset_dir("experiments") / "protocols" / "mad.yaml"))
+    assert plan.protocol.name == "mad" and len(plan.societies[0].agents) == 2
+    assert {r.name for r in plan.protocol.roles} == {"moderator", "judge"}
+    # run.executor: ray pickles the plan: the protocol must survive it with its roles.
+    shipped = pickle.loads(pickle.dumps(plan))
+    assert shipped.protocol.roles == plan.protocol.roles

@@ -3,6 +3,7 @@ the aggregator's final answer, and plan-time refusals."""
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,3 +140,14 @@ def test_strategies_with_reflection_are_refused_when_checked() -> None:
     check([parse_strategy("00", 2, "s")])
     with pytest.raises(ConfigError, match=r"strategies\[1\]: moa does not reflect; '01'"):
         check([parse_strategy("00", 2, "s"), parse_strategy("01", 2, "s")])
+
+
+def test_the_experiment_config_plans() -> None:
+    from societies.config import load_config
+    from societies.paths import asset_dir
+
+    plan = build_plan(load_config(asset_dir("experiments") / "protocols" / "moa.yaml"))
+    assert plan.protocol.name == "moa"
+    assert plan.protocol.schedule(plan.societies[0], 2) == [(0, 1, 2)]
+    shipped = pickle.loads(pickle.dumps(plan))  # run.executor: ray pickles the plan
+    assert shipped.protocol.roles == plan.protocol.roles
