@@ -239,6 +239,7 @@ def build_plan(exp: ExperimentConfig) -> Plan:
             raise ConfigError(f"societies[{i}].name: {name!r} is used twice")
     task = validate_task(exp.task, "task")
     protocol, aggregator = _protocol(exp, models)
+    protocol.check_strategies(strategies, "strategies")
     for i, society in enumerate(societies):
         protocol.check(society, exp.rounds, f"societies[{i}]")
     return Plan(exp, tuple(societies), tuple(strategies), task, models, protocol, aggregator)

@@ -106,6 +106,10 @@ class Protocol(abc.ABC):
         """Refuse a society or round count this protocol cannot run (ConfigError naming
         ``where``). The default accepts everything."""
 
+    def check_strategies(self, strategies: Sequence[Strategy], where: str) -> None:  # noqa: B027
+        """Refuse strategies this protocol cannot run (ConfigError naming ``where``). The
+        default accepts every strategy."""
+
     def system(self, society: SocietyPlan, agent: AgentPlan) -> Message | None:
         """The agent's system message (its trait card), or None for none."""
         return Message("system", agent.card.system_prompt(agent.name))
