@@ -88,14 +88,25 @@ class EndpointPool:
         tied = [e for e in free if e.in_flight == fewest]
         return tied[next(self._turn) % len(tied)]
 
-    def _raise_if_all_aside(self) -> None:
+    def wait(self) -> float | None:
+        """Seconds until some server can be used (None if one can be now).
+
+        >>> pool = EndpointPool(["http://a/v1"], limit=1)
+        >>> pool.wait() is None
+        True
+        """
         if self.available():
+            return None
+        return max(min(e.aside_until for e in self.endpoints) - self._clock(), 0.0)
+
+    def _raise_if_all_aside(self) -> None:
+        wait = self.wait()
+        if wait is None:
             return
-        wait = min(e.aside_until for e in self.endpoints) - self._clock()
         raise TransientBackendError(
             f"all {len(self.endpoints)} endpoints are set aside "
-            f"(failing, or asked us to wait; the first returns in {max(wait, 0):.1f} s)",
-            retry_after=max(wait, 0.0))
+            f"(failing, or asked us to wait; the first returns in {wait:.1f} s)",
+            retry_after=wait)
 
     @asynccontextmanager
     async def use(self) -> AsyncIterator[Endpoint]:

@@ -154,6 +154,16 @@ def endpoint_urls(options: Options) -> list[str]:
     return [options.base_url] if isinstance(options.base_url, str) else list(options.base_url)
 
 
+def shown(options: Options) -> str:
+    """The server, or the list of servers, as error messages name them.
+
+    >>> shown(Options(base_url=["http://a:1/v1", "http://b:1/v1"], model="m"))
+    '[http://a:1/v1, http://b:1/v1]'
+    """
+    urls = endpoint_urls(options)
+    return urls[0] if isinstance(options.base_url, str) else f"[{', '.join(urls)}]"
+
+
 def check_settings(options: Options, settings: Settings) -> None:
     """Raise ValueError (one line) if this endpoint cannot apply ``settings`` exactly.
 
@@ -165,7 +175,7 @@ def check_settings(options: Options, settings: Settings) -> None:
           (("top_k", settings.top_k, 0), ("min_p", settings.min_p, 0.0)) if value != off]
     if on:
         raise ValueError(
-            f"openai {options.base_url} model {options.model!r} has sampling_params: openai, "
+            f"openai {shown(options)} model {options.model!r} has sampling_params: openai, "
             f"which sends only temperature, top_p, seed, stop and max_tokens, so it cannot "
             f"apply {', '.join(on)}; switch them off (0) or use sampling_params: full with a "
             "server that takes them (vLLM, llama.cpp)")
@@ -228,7 +238,7 @@ class OpenAIBackend(ChatBackend):
         self._reached = self._closed = False
         self._unreachable: str | None = None  # once given up on, later callers fail at once
         self._urls = endpoint_urls(options)
-        self._where = f"openai {options.base_url} model {options.model!r}"  # error prefix
+        self._where = f"openai {shown(options)} model {options.model!r}"  # error prefix
         self._identity = f"openai:{','.join(sorted(self._urls))}:{options.model}"
         if options.sampling_params != "full":  # the server's own defaults then apply
             self._identity += f":{options.sampling_params}"
@@ -376,11 +386,14 @@ class OpenAIBackend(ChatBackend):
             except TransientBackendError as err:
                 if not isinstance(err, _Refused):  # transport or a 5xx: the server is unwell
                     state.endpoints.failed(endpoint, str(err))
-                if err.retry_after and len(self._urls) > 1:  # only this server asked to wait
+                if len(self._urls) == 1:
+                    if err.retry_after:
+                        state.limiter.pause(err.retry_after)
+                    raise
+                if err.retry_after:  # only this server asked to wait
                     state.endpoints.pause(endpoint, err.retry_after)
-                elif err.retry_after:
-                    state.limiter.pause(err.retry_after)
-                raise
+                # The retry waits only as long as no other server can take it.
+                raise type(err)(str(err), state.endpoints.wait()) from None
             state.endpoints.succeeded(endpoint)
             return data
 
@@ -454,6 +467,6 @@ def create(options: Options, resolver: Any) -> OpenAIBackend:
     if options.api_key_env is not None:
         key = os.environ.get(options.api_key_env)
         if not key:
-            raise UserError(f"openai {options.base_url}: environment variable "
+            raise UserError(f"openai {shown(options)}: environment variable "
                             f"{options.api_key_env} (api_key_env) is not set or empty")
     return OpenAIBackend(options, key)
