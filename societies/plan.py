@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -238,19 +238,22 @@ def build_plan(exp: ExperimentConfig) -> Plan:
         if society_names.index(name) != i:
             raise ConfigError(f"societies[{i}].name: {name!r} is used twice")
     task = validate_task(exp.task, "task")
-    protocol, aggregator = _protocol(exp, models)
+    make_agent = _role_maker(exp, models)
+    protocol, aggregator = _protocol(exp, make_agent)
     protocol.check_strategies(strategies, "strategies")
+    from societies.baselines import baseline_agents
+
+    extra = baseline_agents(exp, make_agent)
     for i, society in enumerate(societies):
         protocol.check(society, exp.rounds, f"societies[{i}]")
-    return Plan(exp, tuple(societies), tuple(strategies), task, models, protocol, aggregator)
+    return Plan(exp, tuple(societies), tuple(strategies), task, models, protocol, aggregator,
+                extra)
 
 
-def _protocol(exp: ExperimentConfig, models: dict[str, dict[str, Any]]
-              ) -> tuple[Protocol, Aggregator]:
-    """The protocol, its debate policy and the final aggregator, role agents resolved."""
-    from societies.protocols import BuildContext, build_protocol
-    from societies.protocols.aggregate import Aggregator
-    from societies.protocols.policies import DebatePolicy
+def _role_maker(exp: ExperimentConfig, models: dict[str, dict[str, Any]]
+                ) -> Callable[[Mapping[str, Any] | AgentConfig, str], AgentPlan]:
+    """Turns an agent mapping at a field path into an agent outside the societies (a role, a
+    judge, a baseline agent); its model joins ``models``."""
 
     def make_agent(raw: Mapping[str, Any] | AgentConfig, where: str) -> AgentPlan:
         if not isinstance(raw, AgentConfig):
@@ -261,6 +264,17 @@ def _protocol(exp: ExperimentConfig, models: dict[str, dict[str, Any]]
                 path = ".".join(str(p) for p in first["loc"])
                 raise ConfigError(f"{where}.{path}: {first['msg']}") from None
         return _agent(raw, exp, models, where)
+
+    return make_agent
+
+
+def _protocol(exp: ExperimentConfig,
+              make_agent: Callable[[Mapping[str, Any] | AgentConfig, str], AgentPlan]
+              ) -> tuple[Protocol, Aggregator]:
+    """The protocol, its debate policy and the final aggregator, role agents resolved."""
+    from societies.protocols import BuildContext, build_protocol
+    from societies.protocols.aggregate import Aggregator
+    from societies.protocols.policies import DebatePolicy
 
     d = exp.debate
     if d.show == "sample" and d.k is None:

@@ -51,6 +51,8 @@ def provenance(plan: Plan, task: Task, model_identities: Mapping[str, str]) -> P
         model_identities: model name → backend identity, for every model the agents use.
     """
     names = [*plan.protocol.templates, *plan.aggregator.templates]
+    if plan.config.baselines.enabled:  # baselines always run MachineSoM's prompts
+        names += [n for n in ("question", "debate", "reflection") if n not in names]
     templates = {name: template_source(name) for name in names}
     agents = [a for s in plan.societies for a in s.agents]
     agents += [*plan.protocol.roles, *plan.extra_agents]
