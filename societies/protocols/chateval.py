@@ -69,6 +69,8 @@ class ChatEval(Protocol):
         which: list[int | None] = list(range(1, rounds + 1)) if society.schedule else [None]
         for r in which:
             graph = society.graph_at(r)
+            if graph.number_of_edges() == len(names) * (len(names) - 1):  # no self-loops
+                continue
             for reader in names:
                 for source in names:
                     if source != reader and not graph.has_edge(source, reader):
