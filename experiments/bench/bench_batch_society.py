@@ -19,16 +19,22 @@ batch size, so the ratio
 compares the two at the same batch sizes, step by step (goal >= 0.8). It also prints the
 end-to-end figure (completion tokens per second of the whole run, prompts included) and where
 the run's wall time went: prompt chunks, decode steps, sampling, and the rest (waiting for the
-engine, admitting requests, moving KV streams).
+engine, admitting requests, moving KV streams). Each figure is also taken in CPU seconds of the
+thread running llama.cpp (with ``--threads 1``, the only one computing), which other processes
+on a shared machine do not inflate; that ratio is the one to read there.
+
+``--contiguous`` runs :class:`ContiguousBatchBackend`, a proposed change of where the backend
+puts sequences among its KV streams (see its doc), with the same replies.
 
 Run: ``python experiments/bench/bench_batch_society.py [--agents 100] [--rounds 1]
-[--max-tokens 24] [--threads 1] [--ctx 640]``
+[--max-tokens 24] [--threads 1] [--ctx 640] [--contiguous]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import itertools
 import os
 import platform
@@ -85,6 +91,7 @@ class Call:
     sampling: float  # the part spent picking and detokenizing the next tokens
     position: float  # mean KV position of the call's sequences
     runs: tuple[int, ...]  # sizes of the runs of consecutive stream ids (llama.cpp's splits)
+    cpu: float  # CPU seconds of the worker thread (llama.cpp's only thread with n_threads 1)
 
 
 @dataclass
@@ -106,17 +113,49 @@ class TimedBatchBackend(LlamaCppBatchBackend):
         position = sum(seq.fed for seq, _ in work) / len(work)
         runs = runs_of(sorted(seq.slot for seq, _ in work))
         sampled_before = self.timeline.sampling
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         super()._decode(work)
         took = time.perf_counter() - start
         self.timeline.calls.append(Call(kind, len(work), sum(len(t) for _, t in work), took,
                                         self.timeline.sampling - sampled_before, position,
-                                        runs))
+                                        runs, time.thread_time() - cpu))
 
     def _advance(self, seq: _Seq, token: int) -> None:
         start = time.perf_counter()
         super()._advance(seq, token)
         self.timeline.sampling += time.perf_counter() - start
+
+
+class ContiguousBatchBackend(TimedBatchBackend):
+    """A proposed change to ``llamacpp_batch``'s stream placement, measured here first.
+
+    The backend closes a hole left by a finished sequence with the top active sequence, which
+    is usually one whose prompt is not computed yet; once such sequences sit between decoding
+    ones, each decode step is split into several ubatches. Here decoding sequences keep the
+    lowest streams and prompt-computing ones the streams above them: a hole is closed by the
+    top sequence of its own kind, and prompts are computed lowest stream first, so the next
+    sequence to start decoding is the one just above the decoding block. Moves are exact
+    cell-for-cell copies and no sequence computes anything differently, so replies are equal.
+    """
+
+    def _compact(self) -> None:
+        while self._active and self._free:
+            low = min(self._free)
+            decoding = [s for s in self._active if s.fed >= len(s.prompt)]
+            filling = [s for s in self._active if s.fed < len(s.prompt)]
+            top = max(decoding, key=lambda s: s.slot, default=None)
+            if top is None or top.slot < low:
+                top = max(filling, key=lambda s: s.slot, default=None)
+            if top is None or top.slot < low:
+                break
+            self._vacate(low)
+            self._copy(top.slot, low)
+            llamacpp_batch.llama_cpp.llama_memory_seq_rm(self._ctx.memory, top.slot, -1, -1)
+            self._free.remove(low)
+            self._free.add(top.slot)
+            top.slot = low
+            self.stats.moves += 1
+        self._active.sort(key=lambda s: s.slot)  # _step fills the first unfilled: the lowest
 
 
 def society_config(agents: int, rounds: int, max_tokens: int, model: dict[str, Any]
@@ -138,9 +177,10 @@ def society_config(agents: int, rounds: int, max_tokens: int, model: dict[str, A
 
 
 def bare_steps(backend: LlamaCppBatchBackend, sizes: list[int], context: int,
-               repeats: int = 9) -> dict[int, float]:
-    """Median seconds of a bare ``llama_decode`` step holding one token for each of b
-    sequences at KV position ``context``, for each b in ``sizes``.
+               repeats: int = 9) -> tuple[dict[int, float], dict[int, float]]:
+    """Median wall seconds and median CPU seconds (this thread's) of a bare ``llama_decode``
+    step holding one token for each of b sequences at KV position ``context``, for each b in
+    ``sizes``.
 
     Sequence 0's KV is filled with ``context`` prompt tokens in one call and copied to the
     others (a copy is cheap; computing each would take minutes). The backend must be idle;
@@ -158,23 +198,25 @@ def bare_steps(backend: LlamaCppBatchBackend, sizes: list[int], context: int,
         raise RuntimeError("llama_decode failed filling the context")
     for s in range(1, max(sizes)):
         llama_cpp.llama_memory_seq_cp(memory, 0, s, -1, -1)
-    out = {}
+    out, cpu = {}, {}
     for b in sizes:
-        times = []
+        times, cpus = [], []
         for k in range(repeats):
             for s in range(b):
                 batch.token[s], batch.pos[s], batch.n_seq_id[s] = 300 + s, context + k, 1
                 batch.seq_id[s][0], batch.logits[s] = s, 1
             batch.n_tokens = b
-            start = time.perf_counter()
+            start, used = time.perf_counter(), time.thread_time()
             if llama_cpp.llama_decode(ctx.ctx, batch) != 0:
                 raise RuntimeError("llama_decode failed")
             times.append(time.perf_counter() - start)
+            cpus.append(time.thread_time() - used)
         for s in range(b):  # back to the shared context for the next size
             llama_cpp.llama_memory_seq_rm(memory, s, context, -1)
         out[b] = sorted(times)[len(times) // 2]
+        cpu[b] = sorted(cpus)[len(cpus) // 2]
     llama_cpp.llama_memory_clear(memory, True)
-    return out
+    return out, cpu
 
 
 def interpolate(table: dict[int, float], b: int) -> float:
@@ -203,7 +245,8 @@ async def run_society(args: argparse.Namespace) -> tuple[TimedBatchBackend, list
             "n_threads": args.threads}
     plan = build_plan(parse_config(society_config(args.agents, args.rounds, args.max_tokens,
                                                   spec)))
-    backend = TimedBatchBackend(llamacpp_batch.Options(
+    kind = ContiguousBatchBackend if args.contiguous else TimedBatchBackend
+    backend = kind(llamacpp_batch.Options(
         **{k: v for k, v in spec.items() if k != "backend"}))
     engine = Engine.from_plan(plan, load_task(plan.task), {"m": Model(backend, "m")})
     await backend.generate([Message("user", "Hi")], Settings(temperature=0.0, max_tokens=2))
@@ -221,6 +264,8 @@ async def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ctx", type=int, default=640, help="KV cells per sequence")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="place streams as ContiguousBatchBackend proposes")
     args = parser.parse_args()
 
     backend, records, wall = await run_society(args)
@@ -229,7 +274,7 @@ async def main() -> None:
     prompt = [c for c in calls if c.kind == "prompt"]
     largest = max(c.sequences for c in decode)
     position = round(sum(c.position * c.tokens for c in decode) / sum(c.tokens for c in decode))
-    bare = bare_steps(backend, grid(largest), position)
+    bare, bare_cpu = bare_steps(backend, grid(largest), position)
     await backend.aclose()
 
     turns = [t for r in records[0].rounds for t in r.turns]
@@ -255,21 +300,32 @@ async def main() -> None:
           f"{sum(c.sequences ** 2 for c in decode) / decoded:.1f}), largest {largest}; "
           f"mean KV position {position}")
     print("bare llama_decode step at that position: " + ", ".join(
-        f"b={b} {t * 1000:.1f} ms ({b / t:.0f} tok/s)" for b, t in bare.items()))
+        f"b={b} {t * 1000:.1f} ms ({b / t:.0f} tok/s; CPU {bare_cpu[b] * 1000:.1f} ms)"
+        for b, t in bare.items()))
     print(f"decode throughput: society {decoded / t_decode:.1f} tok/s vs bare at the same "
           f"batch sizes {decoded / t_bare:.1f} tok/s -> ratio {t_bare / t_decode:.2f} "
           f"(goal >= 0.8)")
+    # Other processes take the CPU away from a step at random; CPU seconds of llama.cpp's one
+    # thread do not count that time, so this ratio is the one to trust on a shared machine.
+    c_decode = sum(c.cpu for c in decode)
+    c_bare = sum(interpolate(bare_cpu, c.sequences) for c in decode)
+    print(f"  in CPU seconds (llama.cpp's one thread): society {decoded / c_decode:.1f} tok/s vs "
+          f"bare {decoded / c_bare:.1f} tok/s -> ratio {c_bare / c_decode:.2f}")
     # llama.cpp puts streams in one ubatch only when their ids are consecutive: a step whose
     # decoding streams are split by others (still computing prompts) costs one pass per run.
     t_split = sum(interpolate(bare, r) for c in decode for r in c.runs)
     split = [c for c in decode if len(c.runs) > 1]
     print(f"stream runs: {len(split)} of {len(decode)} decode steps split, mean "
           f"{sum(len(c.runs) for c in decode) / len(decode):.2f} runs per step; bare time of "
-          f"the same steps split as llama.cpp splits them: ratio {t_split / t_decode:.2f}")
+          f"the same steps split as llama.cpp splits them: ratio {t_split / t_decode:.2f} "
+          f"(CPU {sum(interpolate(bare_cpu, r) for c in decode for r in c.runs) / c_decode:.2f})")
     b_equiv = interpolate(bare, round(mean_b)) if round(mean_b) >= 1 else bare[1]
     print(f"end to end: {completion / wall:.1f} completion tok/s vs bare decode at batch "
           f"{round(mean_b)} {round(mean_b) / b_equiv:.1f} tok/s -> "
           f"{completion / wall * b_equiv / round(mean_b):.2f} (prompts included)")
+    digest = hashlib.sha256("\n".join(t.reply for t in turns).encode()).hexdigest()[:12]
+    print(f"stream placement: {'contiguous (proposed)' if args.contiguous else 'as shipped'}; "
+          f"{backend.stats.moves} moves; replies digest {digest}")
     print(f"accuracy: round 0 {sum(t.correct for t in records[0].rounds[0].turns)}"
           f"/{args.agents}, last round {sum(t.correct for t in records[0].rounds[-1].turns)}"
           f"/{args.agents}")
