@@ -1,9 +1,12 @@
-"""The society engine: round 0 answers, then debate or reflection rounds, per question.
+"""The society engine: round 0 answers, then later rounds, per question, as a protocol says.
 
 All strategies of a run are walked as a prefix tree: strategies that share their first k rounds
 share those rounds' replies, so the 8 three-round strategies cost 1+2+4+8 agent-rounds per agent,
-not 32. Within a round every agent's messages are built from the previous round's state before
-any agent answers (simultaneous update).
+not 32. Within a round the protocol's groups update in order; an agent's prompt is built from the
+state left by the groups before its own, so one group of everyone is MachineSoM's simultaneous
+update (nobody sees a same-round reply) and one group per agent is a sequential update. Role
+calls (summaries, verdicts, judges) are recorded as asides; a unit may stop early (consensus, a
+moderator), its later rounds carried without calls.
 """
 
 from __future__ import annotations
