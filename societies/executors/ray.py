@@ -135,8 +135,9 @@ class RayExecutor:
             try:
                 if address:
                     ray.init(address=address)
-                else:  # a local instance on this machine; its dashboard is not needed
-                    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False)
+                else:  # "local": not a cluster a `ray start` left running; no dashboard
+                    ray.init(address="local", num_cpus=os.cpu_count() or 1,
+                             include_dashboard=False)
             except (ConnectionError, RuntimeError, ValueError) as err:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise UserError(f"run.ray.address: cannot connect to Ray at {address}: "
@@ -153,31 +154,32 @@ class RayExecutor:
         if not jobs:
             return
         self._connect()
-        ray = self._ray
         todo = iter(jobs)
-        pending: dict[Any, Job] = {}
+        # Each task's result as an asyncio future (Ray completes it from its own thread): no
+        # thread of ours blocks in Ray, so an interrupt is seen at once.
+        pending: dict[asyncio.Future[Any], tuple[Any, Job]] = {}
         try:
             while True:
                 while len(pending) < self.config.in_flight and (job := next(todo, None)):
-                    pending[self._task.remote(self._recipe_ref, job)] = job
+                    ref = self._task.remote(self._recipe_ref, job)
+                    pending[asyncio.wrap_future(ref.future())] = (ref, job)
                 if not pending:
                     return
-                # In a thread, with a timeout, so that an interrupt is seen within a second.
-                ready, _ = await asyncio.to_thread(
-                    ray.wait, list(pending), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    job = pending.pop(ref)
-                    done(job, self._result(ref, job))
+                ready, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for future in ready:
+                    _, job = pending.pop(future)
+                    done(job, self._result(future, job))
         except BaseException:
-            for ref in pending:  # abandoned: nothing of theirs is written; a resume redoes them
+            for future, (ref, _) in pending.items():  # abandoned: a resume redoes them
+                future.cancel()
                 with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
+                    self._ray.cancel(ref, force=True)
             raise
 
-    def _result(self, ref: Any, job: Job) -> list[UnitRecord]:
+    def _result(self, future: asyncio.Future[Any], job: Job) -> list[UnitRecord]:
         ray = self._ray
         try:
-            records: list[UnitRecord] = ray.get(ref)
+            records: list[UnitRecord] = future.result()
         except ray.exceptions.RayTaskError as err:  # raised by the job itself: pass it on
             cause = getattr(err, "cause", None)
             if isinstance(cause, Exception):

@@ -11,11 +11,16 @@ import asyncio
 import functools
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from societies.backends.base import ChatBackend, Message, Reply, Settings
 from societies.backends.model import Model, RetryPolicy
@@ -97,6 +102,32 @@ async def test_a_run_resumes_across_executors_without_loss_or_duplicates(tmp_pat
     assert all(r["status"] == "ok" for r in records)
     by_id = {r["unit_id"]: r for r in content(reference.store)}
     assert all(r == by_id[r["unit_id"]] for r in records)  # the same replies, whoever ran them
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_ray_keeps_finished_questions_and_a_local_run_finishes(tmp_path: Path) -> None:
+    # The CLI in a subprocess starts (and on Ctrl-C shuts down) its own local Ray instance.
+    cfg = grid("ray", n=16)
+    cfg["models"]["s"]["delay"] = 0.15
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "societies.cli", "run", str(path), "--out", str(out), "--quiet"]
+    # Background jobs of a shell start with SIGINT ignored: restore it, as Ctrl-C would find it.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    records = out / "records.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (records.exists() and records.stat().st_size):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    assert 0 < len(records.read_text().splitlines()) < 32
+    assert subprocess.run([*cmd, "--executor", "local"], check=False).returncode == 0
+    ids = [json.loads(line)["unit_id"] for line in records.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 32
 
 
 class DieOnce(ChatBackend):
