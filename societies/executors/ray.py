@@ -188,9 +188,10 @@ class RayExecutor:
         except ray.exceptions.RayError as err:  # the worker or its node died on every try
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise RayJobLost(
-                f"{job.society.name} repeat {job.repeat} question {job.question.id}: the Ray "
-                f"worker died {self.config.max_retries + 1} times ({first}); finished units "
-                "are kept, run the same command again to resume") from None
+                f"{job.society.name} repeat {job.repeat} question {job.question.id}: its Ray "
+                f"worker died ({self.config.max_retries + 1} tries, run.ray.max_retries "
+                f"{self.config.max_retries}): {first}; finished units are kept, run the same "
+                "command again to resume") from None
         return records
 
     async def aclose(self) -> None:

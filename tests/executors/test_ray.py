@@ -27,6 +27,7 @@ from societies.backends.model import Model, RetryPolicy
 from societies.backends.registry import BackendPool
 from societies.backends.scripted import ScriptedBackend
 from societies.config import parse_config
+from societies.executors.ray import RayJobLost
 from societies.plan import build_plan
 from societies.runner import Run
 from societies.storage import RunStore
@@ -44,11 +45,11 @@ def ray_instance() -> Iterator[None]:
         ray.shutdown()
 
 
-def grid(executor: str, n: int = 6, **run: Any) -> dict[str, Any]:
+def grid(executor: str, n: int = 6, **ray: Any) -> dict[str, Any]:
     """S2 on ``n`` sums, strategies 00 and 01: 2 units per question."""
     return config(task={"name": "arithmetic", "n": n},
                   run={"concurrency": 4, "cache": False, "executor": executor,
-                       "ray": {"in_flight": 4}, **run})
+                       "ray": {"in_flight": 4, **ray}})
 
 
 def content(store: RunStore) -> list[dict[str, Any]]:
@@ -207,6 +208,21 @@ async def run_real(server: str, root: Path, marker: Path | None = None) -> Run:
     assert len(turns) == 8  # 2 questions x 2 rounds x 2 agents
     assert all(t["reply"] and t["completion_tokens"] > 0 for t in turns)
     return run
+
+
+async def test_a_question_whose_worker_dies_on_every_try_stops_the_run_keeping_the_rest(
+        tmp_path: Path) -> None:
+    marker = tmp_path / "died"
+    out = tmp_path / "run"
+    run = Run(build_plan(parse_config(grid("ray", max_retries=0))), RunStore(out),
+              model_factory=functools.partial(scripted_dying, str(marker)))
+    run.prepare()
+    with pytest.raises(RayJobLost, match=r"its Ray worker died \(1 tries, run.ray.max_retries 0\)"):
+        await run.execute(progress=False)
+    assert len(run.store.done()) < 12 and not run.store.lock_path.exists()
+    await make_run(out, grid("local"), ScriptedBackend(tagged_reply)).execute(progress=False)
+    ids = [r["unit_id"] for r in content(RunStore(out))]
+    assert len(ids) == len(set(ids)) == 12
 
 
 @pytest.mark.real
