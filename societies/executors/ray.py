@@ -140,8 +140,9 @@ class RayExecutor:
                              include_dashboard=False)
             except (ConnectionError, RuntimeError, ValueError) as err:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                raise UserError(f"run.ray.address: cannot connect to Ray at {address}: "
-                                f"{first}") from None
+                what = (f"run.ray.address: cannot connect to Ray at {address}" if address
+                        else "run.executor: cannot start a local Ray instance")
+                raise UserError(f"{what}: {first}") from None
             self._started = True
         if self._task is None:
             self._recipe_ref = ray.put(self.recipe)
