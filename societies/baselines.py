@@ -32,17 +32,16 @@ from pydantic import BaseModel, ConfigDict
 
 from societies.config import AgentConfig, ExperimentConfig
 from societies.errors import ConfigError, UserError
-from societies.plan import AgentPlan, Plan, SocietyPlan
+from societies.plan import AgentPlan, Plan, SocietyPlan, SocietyRules
 from societies.records import UnitRecord, unit_id
 from societies.storage import write_atomic
 from societies.strategies import Strategy
 
 if TYPE_CHECKING:
-    from societies.engine import Engine
     from societies.runner import Job, Run
 
 __all__ = ["BASELINE_PREFIX", "DEFAULT_AGENT", "REFLECTION", "SINGLE", "Budget",
-           "baseline_agents", "baseline_engine", "baseline_jobs", "baseline_societies",
+           "baseline_agents", "baseline_jobs", "baseline_rules", "baseline_societies",
            "is_baseline", "measure", "sc_name", "self_consistency_k"]
 
 BASELINE_PREFIX = "baseline-"
@@ -109,10 +108,23 @@ def _baseline_agent(plan: Plan) -> AgentPlan:
                        "baseline_agents(...) in Plan.extra_agents")
 
 
-def _society(name: str, agents: list[AgentPlan]) -> SocietyPlan:
+def _society(name: str, agents: list[AgentPlan], rules: SocietyRules) -> SocietyPlan:
     graph = nx.DiGraph()
     graph.add_nodes_from(a.name for a in agents)  # no edges: nobody reads anybody
-    return SocietyPlan(name, tuple(agents), graph)
+    return SocietyPlan(name, tuple(agents), graph, rules=rules)
+
+
+def baseline_rules(keep_rounds: int | None = None) -> SocietyRules:
+    """What baselines run, whatever the run's protocol, aggregator and ``early_stop`` say:
+    MachineSoM's prompts (``keep_rounds``: the run's history rule), a majority final answer and
+    no early stop (a lone agent always "agrees with itself", so a consensus stop would end the
+    reflection baseline after round 0)."""
+    from societies.protocols.aggregate import Aggregator
+    from societies.protocols.machinesom import MachineSoM
+    from societies.protocols.policies import DebatePolicy
+
+    return SocietyRules(MachineSoM(DebatePolicy(keep_rounds=keep_rounds)),
+                        Aggregator("majority"), stop_on_consensus=False)
 
 
 def baseline_societies(plan: Plan, k: int | None) -> list[tuple[SocietyPlan, Strategy]]:
@@ -122,14 +134,16 @@ def baseline_societies(plan: Plan, k: int | None) -> list[tuple[SocietyPlan, Str
     if not b.enabled:
         return []
     agent = _baseline_agent(plan)
+    rules = baseline_rules(plan.config.debate.keep_rounds)
     out: list[tuple[SocietyPlan, Strategy]] = []
     if b.single:
-        out.append((_society(SINGLE, [agent]), Strategy(())))
+        out.append((_society(SINGLE, [agent], rules), Strategy(())))
     if b.reflection:
-        out.append((_society(REFLECTION, [agent]), Strategy(("1",) * plan.config.rounds)))
+        out.append((_society(REFLECTION, [agent], rules),
+                    Strategy(("1",) * plan.config.rounds)))
     if k is not None:
         samplers = [replace(agent, name=f"sc-{i + 1}") for i in range(k)]
-        out.append((_society(sc_name(k), samplers), Strategy(())))
+        out.append((_society(sc_name(k), samplers, rules), Strategy(())))
     return out
 
 
@@ -210,21 +224,3 @@ def baseline_jobs(run: Run, done: set[str], start: int) -> list[Job]:
                 if unit_id(society.name, strategy.label, repeat, q.id) not in done:
                     jobs.append(Job(start + len(jobs), society, repeat, q, (strategy,)))
     return jobs
-
-
-def baseline_engine(engine: Engine, keep_rounds: int | None = None) -> Engine:
-    """The twin of a run's ``engine`` that baseline jobs run on: the same task, models, seeding
-    and call limit, with MachineSoM's prompts (``keep_rounds``: the run's history rule), a
-    majority final answer and no early stop, whatever the run's protocol, aggregator and
-    ``early_stop`` say (a lone agent always "agrees with itself", so a consensus stop would
-    end the reflection baseline after round 0)."""
-    from societies.engine import Engine
-    from societies.protocols.aggregate import Aggregator
-    from societies.protocols.machinesom import MachineSoM
-    from societies.protocols.policies import DebatePolicy
-
-    twin = Engine(engine.task, engine.models, 1, MachineSoM(DebatePolicy(keep_rounds=keep_rounds)),
-                  seeding=engine.seeding, aggregator=Aggregator("majority"),
-                  stop_on_consensus=False)
-    twin.limit = engine.limit  # one cap on calls in flight for both
-    return twin

@@ -21,7 +21,7 @@ from societies.analysis.confidence import answer_probability
 from societies.backends.base import BackendError, ContextOverflowError, Message, Reply
 from societies.backends.model import Model
 from societies.errors import UserError
-from societies.plan import AgentPlan, Plan, SocietyPlan
+from societies.plan import AgentPlan, Plan, SocietyPlan, SocietyRules
 from societies.protocols import Ask, Decision, Protocol, RoundPrompt, View
 from societies.protocols.aggregate import Aggregator
 from societies.protocols.machinesom import MachineSoM
@@ -148,6 +148,7 @@ class Engine:
         self.seeding = seeding
         self.aggregator = aggregator or Aggregator()
         self.stop_on_consensus = stop_on_consensus
+        self.rules: SocietyRules | None = None  # set on a twin (see twin)
 
     @classmethod
     def from_plan(cls, plan: Plan, task: Task, models: dict[str, Model]) -> Engine:
@@ -155,6 +156,15 @@ class Engine:
         cfg = plan.config
         return cls(task, models, cfg.run.concurrency, plan.protocol, seeding=cfg.seeding,
                    aggregator=plan.aggregator, stop_on_consensus=cfg.early_stop.consensus)
+
+    def twin(self, rules: SocietyRules) -> Engine:
+        """This engine with a society's own protocol, aggregator and early stop: the same
+        task, models, seeding and cap on calls in flight."""
+        twin = Engine(self.task, self.models, 1, rules.protocol, seeding=self.seeding,
+                      aggregator=rules.aggregator, stop_on_consensus=rules.stop_on_consensus)
+        twin.limit = self.limit
+        twin.rules = rules
+        return twin
 
     def seed_for(self, society: SocietyPlan, agent: AgentPlan, repeat: int, question: Question,
                  label: str) -> int:
@@ -168,6 +178,9 @@ class Engine:
         self, society: SocietyPlan, strategies: Sequence[Strategy], question: Question, repeat: int
     ) -> list[UnitRecord]:
         """Run every strategy on one question; one record per strategy, in the given order."""
+        if society.rules is not None and society.rules is not self.rules:
+            return await self.twin(society.rules).run_question(society, strategies, question,
+                                                               repeat)
         rounds = len(strategies[0].rounds) if strategies else 0
         first = strategies[0] if strategies else Strategy(())
         frontier: dict[str, Node | UnitFailed] = {

@@ -45,6 +45,16 @@ class AgentPlan:
     settings: Settings
 
 
+@dataclass(frozen=True)
+class SocietyRules:
+    """A society's own protocol, final rule and early stop, overriding the run's (baselines
+    run MachineSoM's prompts with a majority and no early stop whatever the run uses)."""
+
+    protocol: Protocol
+    aggregator: Aggregator
+    stop_on_consensus: bool = False
+
+
 @dataclass(frozen=True, eq=False)
 class SocietyPlan:
     """A society: agents in order, and who reads whom.
@@ -55,12 +65,14 @@ class SocietyPlan:
         graph: who reads whom (``u → v``: v reads u).
         schedule: one graph per debate round (round 1 first) when the graph changes by round;
             empty when ``graph`` holds for every round.
+        rules: the society's own protocol, aggregator and early stop (None: the run's).
     """
 
     name: str
     agents: tuple[AgentPlan, ...]
     graph: nx.DiGraph
     schedule: tuple[nx.DiGraph, ...] = ()
+    rules: SocietyRules | None = None
 
     def __post_init__(self) -> None:
         # Positions, so sources are put in society order in O(degree), not O(society size).

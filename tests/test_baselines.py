@@ -24,7 +24,6 @@ from societies.baselines import (
     SINGLE,
     Budget,
     baseline_agents,
-    baseline_engine,
     baseline_societies,
     measure,
     sc_name,
@@ -218,14 +217,12 @@ def test_baselines_run_machinesom_reflection_without_early_stop(tmp_path: Path) 
     run = Run(plan, RunStore(tmp_path / "run"),
               model_factory=lambda pool, name: Model(pinned, name))
     [(society, strategy)] = baseline_societies(plan, None)
-    engine = baseline_engine(Engine.from_plan(plan, run.task, run.models))
+    engine = Engine.from_plan(plan, run.task, run.models)  # the run's: early stop on
     [rec] = asyncio.run(engine.run_question(society, [strategy], run.questions[0], 0))
     assert rec.stopped_after is None and len(backend.calls) == 3
     assert [rd.turns[0].pattern for rd in rec.rounds] == ["answer", "reflection", "reflection"]
 
 
-@pytest.mark.xfail(strict=True, reason="the executors must run baseline jobs on "
-                   "societies.baselines.baseline_engine(engine) (lead wires it)")
 def test_the_runner_runs_baselines_on_the_baseline_engine(tmp_path: Path) -> None:
     cfg = base_config(tmp_path, early_stop={"consensus": True},
                       baselines={"reflection": True})
