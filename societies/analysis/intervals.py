@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from societies.analysis.frames import Source, pandas, scored_records
-from societies.compact import Grid, agent_keys, majority_answer, majority_correct, project
+from societies.compact import (
+    Grid,
+    agent_keys,
+    is_step,
+    majority_answer,
+    majority_correct,
+    project,
+)
 from societies.records import UnitRecord
 
 if TYPE_CHECKING:
@@ -54,10 +61,12 @@ def _parts(grid: Grid, k: int, keys: Sequence[str]
     out["truncated_answered_rate"] = (sum(c.truncated and c.answer is not None for c in row), n)
     out["parse_failure_rate_untruncated"] = (sum(c.parse_failed for c in complete), len(complete))
     if k >= 1:
-        pairs = list(zip(grid[k - 1], row, strict=True))
-        out["answer_change_rate"] = (sum(p.answer != c.answer for p, c in pairs), n)
-        maj = majority_answer([p.answer for p, _ in pairs])
-        steps = n if maj is not None else 0
+        # Only moves that made a call count (compact.is_step), as in the summary's metrics.
+        before = grid[k - 1]
+        pairs = [(p, c) for p, c in zip(before, row, strict=True) if is_step(p, c)]
+        out["answer_change_rate"] = (sum(p.answer != c.answer for p, c in pairs), len(pairs))
+        maj = majority_answer([p.answer for p in before])
+        steps = len(pairs) if maj is not None else 0
         follows = [(p, c) for p, c in pairs if maj is not None and c.answer == maj]
         minority = [c for p, c in pairs if maj is not None and p.answer != maj]
         out["conformity"] = (len(follows), steps)

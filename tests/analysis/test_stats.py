@@ -252,3 +252,25 @@ def test_interval_brackets_the_mean(right: list[int]) -> None:
     recs = [unit([["A"] * n + ["B"] * (3 - n)], qid=f"q{i}") for i, n in enumerate(right)]
     row = pick(intervals(recs, n_boot=400), "mean_accuracy")
     assert 0 <= row.lo <= row["mean"] <= row.hi <= 1
+
+
+def test_intervals_count_only_moves_that_made_a_call_like_the_summary() -> None:
+    """Round 1 idles one agent (no call: its answer is carried): its move is no step, in the
+    intervals' point estimates as in the summary's metrics."""
+    from societies.metrics import summarize
+    from societies.records import Turn
+
+    def turn(agent: str, answer: str, pattern: str) -> Turn:
+        return Turn(agent=agent, pattern=pattern, reply="" if pattern == "idle" else answer,
+                    answer=answer, correct=answer == "A")
+
+    recs = [unit([["A", "B", "B"], ["A", "B", "B"]], qid=f"q{i}") for i in range(4)]
+    for rec in recs:  # a0 idles in round 1; a1 changes to A; a2 stays
+        rec.rounds[1].turns = [turn("a0", "A", "idle"), turn("a1", "A", "debate"),
+                               turn("a2", "B", "debate")]
+    summary = summarize(recs).groups[0].rounds[1]
+    row = pick(intervals(recs, n_boot=200), "answer_change_rate", round=1)
+    assert summary.answer_change_rate == pytest.approx(0.5)  # 1 change in 2 moves, not 3
+    assert row["mean"] == pytest.approx(summary.answer_change_rate)
+    assert pick(intervals(recs, n_boot=200), "conformity", round=1)["mean"] == pytest.approx(
+        summary.conformity)
