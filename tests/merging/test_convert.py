@@ -96,6 +96,6 @@ def test_export_refuses_a_checkpoint_of_another_shape(tmp_path: Path) -> None:
         bundled_path("smollm2")
     except UserError as err:
         pytest.skip(str(err))
-    with pytest.raises(UserError, match="num_hidden_layers is 1 but .* has llama.block_count"):
+    with pytest.raises(UserError, match=r"num_hidden_layers is 1 but .* has llama.block_count"):
         export_gguf(small, tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
