@@ -17,8 +17,8 @@ from pathlib import Path
 def main(runs: list[str]) -> None:
     from societies.storage import RunStore
 
-    print("| system | round | accuracy | majority | unreadable | prompt tok | completion tok "
-          "| call time (s) |")
+    print("| system | round | accuracy | majority (right per agent) | unreadable | prompt tok "
+          "| completion tok | call time (s) |")
     print("|---|---|---|---|---|---|---|---|")
     for run in runs:
         groups: dict[str, list] = defaultdict(list)
@@ -31,6 +31,10 @@ def main(runs: list[str]) -> None:
                 acc = sum(t.correct for t in turns) / len(turns)
                 maj = "–"
                 if len(records[0].agents) > 1:
+                    each = [sum(r.rounds[k].turns[i].correct for r in records)
+                            for i in range(len(records[0].agents))]
+                    maj_each = ", ".join(f"{a} {c}" for a, c in zip(records[0].agents, each,
+                                                                       strict=True))
                     right = 0
                     for r in records:
                         answers = [t.answer for t in r.rounds[k].turns if t.answer is not None]
@@ -38,7 +42,7 @@ def main(runs: list[str]) -> None:
                         count = answers.count(top) if top else 0
                         tied = sum(answers.count(a) == count for a in set(answers)) > 1
                         right += bool(top and count >= 2 and not tied and top == r.gold)
-                    maj = f"{right}/{len(records)}"
+                    maj = f"{right}/{len(records)} ({maj_each})"
                 unread = sum(t.answer is None for t in turns)
                 ptok = sum(t.prompt_tokens for t in turns)
                 ctok = sum(t.completion_tokens for t in turns)
