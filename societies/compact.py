@@ -13,7 +13,7 @@ cost nothing. Role calls (``Round.asides``) and the final decider's call are kep
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -83,14 +83,22 @@ class CompactUnit:
         return members + sum(p + c for p, c in self.role_tokens) + sum(self.final_tokens)
 
 
-def _positions(saw: Sequence[str], agents: Sequence[str], me: int) -> tuple[int, ...]:
+def _positions(saw: Sequence[str], where: Mapping[str, tuple[int, ...]],
+               me: int) -> tuple[int, ...]:
     # Names are unique within a society in practice; should two agents share a name, a seen
-    # name stands for every other agent of that name.
-    wanted = set(saw)
-    return tuple(j for j, name in enumerate(agents) if name in wanted and j != me)
+    # name stands for every other agent of that name. O(degree), not O(society size).
+    return tuple(sorted(j for name in set(saw) for j in where.get(name, ()) if j != me))
 
 
-def _cell(turn: Turn | None, agents: Sequence[str], me: int) -> Cell:
+def _where(agents: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Each agent name's positions in the society."""
+    where: dict[str, tuple[int, ...]] = {}
+    for j, name in enumerate(agents):
+        where[name] = (*where.get(name, ()), j)
+    return where
+
+
+def _cell(turn: Turn | None, where: Mapping[str, tuple[int, ...]], me: int) -> Cell:
     if turn is None:
         return MISSING
     errored = turn.error is not None
@@ -105,7 +113,7 @@ def _cell(turn: Turn | None, agents: Sequence[str], me: int) -> Cell:
         prompt_tokens=turn.prompt_tokens,
         completion_tokens=turn.completion_tokens,
         pattern=turn.pattern,
-        saw=_positions(turn.saw, agents, me) if turn.saw else (),
+        saw=_positions(turn.saw, where, me) if turn.saw else (),
         prob=None if errored else turn.answer_prob,
     )
 
@@ -114,8 +122,9 @@ def project(unit: UnitRecord) -> CompactUnit:
     """The compact projection of one record; see the module docstring."""
     # Turns are in society order, so position i is agent i (names may repeat across traits).
     n = len(unit.agents)
+    where = _where(unit.agents)
     grid = tuple(
-        tuple(_cell(rnd.turns[i] if i < len(rnd.turns) else None, unit.agents, i)
+        tuple(_cell(rnd.turns[i] if i < len(rnd.turns) else None, where, i)
               for i in range(n))
         for rnd in unit.rounds
     )
