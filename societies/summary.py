@@ -208,6 +208,8 @@ class SocialMetrics(BaseModel):
         answer, and the adopter's new answer equals the source's previous answer.
         influence_exposures[source][adopter] counts those turns whatever the new answer (the
         opportunities); an adoption from two sources holding the same answer counts for both.
+        Both list only pairs with at least one exposure (a missing pair: never exposed), so a
+        large society on a sparse graph stores its edges, not every pair.
     trait_influence, trait_influence_exposures: the same summed by trait (source trait →
         adopter trait); trait_influence_rate = adoptions / exposures (None where 0 exposures).
     stubbornness[trait]: over exposed steps where the agent had an answer and the seen

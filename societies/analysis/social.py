@@ -159,12 +159,24 @@ def _by_key(counts: Counter[tuple[int, int]], keys: Sequence[str]) -> dict[str, 
     return out
 
 
+def _sparse(counts: Counter[tuple[int, int]], keys: Sequence[str],
+            support: Iterable[tuple[int, int]]) -> dict[str, dict[str, int]]:
+    """Counts source → adopter for the pairs in ``support`` only (those with an exposure), so a
+    1,000-agent society on a sparse graph stores its edges, not 10^6 zeros."""
+    out: dict[str, dict[str, int]] = {}
+    for s, i in sorted(support):
+        out.setdefault(keys[s], {})[keys[i]] = counts.get((s, i), 0)
+    return out
+
+
 def influence_matrix(units: Units) -> dict[str, dict[str, int]]:
-    """Adoptions source → adopter (agent keys) over one group's units; see SocialMetrics."""
+    """Adoptions source → adopter (agent keys) over one group's units, for every pair with an
+    exposure (see SocialMetrics)."""
     group = _compact(units)
     if not group:
         return {}
-    return _by_key(_pairs(group)[0], agent_keys(group[0].agents))
+    adopted, seen = _pairs(group)
+    return _sparse(adopted, agent_keys(group[0].agents), seen)
 
 
 def trait_influence_matrix(units: Units) -> dict[str, dict[str, int]]:
@@ -246,7 +258,7 @@ def social_metrics(units: Units, quorum: float = DEFAULT_QUORUM) -> SocialMetric
     return SocialMetrics(
         rounds=rounds, exposed=exposed.model(), control=control.model(),
         agents=keys, traits=traits,
-        influence=_by_key(adopted, keys), influence_exposures=_by_key(seen, keys),
+        influence=_sparse(adopted, keys, seen), influence_exposures=_sparse(seen, keys, seen),
         trait_influence=t_adopted, trait_influence_exposures=t_seen,
         trait_influence_rate={a: {b: _rate(t_adopted[a][b], t_seen[a][b]) for b in trait_names}
                               for a in trait_names},

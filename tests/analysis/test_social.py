@@ -115,16 +115,17 @@ def test_reflection_control(social: SocialMetrics) -> None:
 
 def test_influence_matrices(social: SocialMetrics) -> None:
     # Adoptions: u1 r1 a0 took B from a1 and from a2, a1 took A from a0; u2 r1 a2 took A from a0.
-    expected = {"a0": {"a0": 0, "a1": 1, "a2": 1},
-                "a1": {"a0": 1, "a1": 0, "a2": 0},
-                "a2": {"a0": 1, "a1": 0, "a2": 0}}
+    # Pairs never exposed (an agent and itself among them) are left out.
+    expected = {"a0": {"a1": 1, "a2": 1},
+                "a1": {"a0": 1, "a2": 0},
+                "a2": {"a0": 1, "a1": 0}}
     assert social.influence == expected
     assert influence_matrix(UNITS) == expected
     # Exposures (seen while holding another answer): u1 a1->a0, a2->a0, a0->a1, a0->a2;
     # u2 r1 a2->a0, a2->a1, a0->a2 (r2: everyone held A); u3 a2->a0, a2->a1, a0->a2, a1->a2.
-    assert social.influence_exposures == {"a0": {"a0": 0, "a1": 1, "a2": 3},
-                                          "a1": {"a0": 1, "a1": 0, "a2": 1},
-                                          "a2": {"a0": 3, "a1": 2, "a2": 0}}
+    assert social.influence_exposures == {"a0": {"a1": 1, "a2": 3},
+                                          "a1": {"a0": 1, "a2": 1},
+                                          "a2": {"a0": 3, "a1": 2}}
     assert social.trait_influence == {"easy": {"easy": 2, "over": 1},
                                       "over": {"easy": 1, "over": 0}}
     assert trait_influence_matrix(UNITS) == social.trait_influence
@@ -228,7 +229,7 @@ async def test_scripted_run_records_what_the_measures_need(tmp_path: Path) -> No
     assert social is not None and group.n_units == 2
     assert social.influence["agent1"]["agent2"] == 2  # once per question
     assert sum(sum(row.values()) for row in social.influence.values()) == 2
-    assert social.influence_exposures["agent2"]["agent3"] == 0  # both held 7
+    assert "agent3" not in social.influence_exposures.get("agent2", {})  # both held 7
     # agent1 saw nobody; agent2 and agent3 each saw one agent: never a seen majority.
     assert (social.exposed.turns, social.exposed.steps) == (4, 0)
     assert social.trait_influence["overconfident"]["overconfident"] == 2
