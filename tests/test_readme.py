@@ -27,3 +27,19 @@ def test_the_configuration_walkthrough_validates(tmp_path: Path,
     plan = build_plan(parse_config(data, "README.md"))
     assert [s.name for s in plan.societies] == ["S2", "society2", "trio"]
     assert plan.config.seeding == "paired" and plan.societies[0].agents[0].settings.top_k == 0
+
+
+def test_every_whole_experiment_config_in_the_readme_plans() -> None:
+    """Each YAML block that is a whole experiment (it has societies and a task) validates."""
+    text = README.read_text()
+    blocks = text.split("```yaml\n")[1:]
+    whole = []
+    for block in blocks:
+        data = yaml.safe_load(block[:block.index("```")])
+        if isinstance(data, dict) and "societies" in data and "task" in data:
+            whole.append(data)
+    assert len(whole) >= 2  # the walkthrough and the Ray sweep at least
+    for data in whole:
+        if any("my-cards" in str(v) for v in data.values()):
+            continue  # the walkthrough, checked above with its card
+        build_plan(parse_config(data, "README.md"))
