@@ -45,6 +45,9 @@ bench: setup
 	$(PY) experiments/ensembles/bench_steps.py
 	$(PY) experiments/bench/bench_requant.py
 	$(PY) experiments/bench/bench_report.py
+	$(PY) experiments/bench/bench_societies.py
+	$(PY) experiments/bench/bench_batch_society.py
+	$(PY) experiments/bench/bench_ray.py
 
 # BIG-bench task files (bigbench sdist, ~360 MB download, 1.7 GB of task.json kept) into
 # $SOCIETIES_DATA_DIR/bigbench or the user data directory; does nothing once done.
