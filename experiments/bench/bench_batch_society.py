@@ -37,11 +37,11 @@ import asyncio
 import hashlib
 import itertools
 import os
-import platform
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from machine import cpu_model  # experiments/bench/machine.py (the script's folder)
 
 from societies.backends import llamacpp_batch
 from societies.backends.base import Message, Settings
@@ -52,17 +52,6 @@ from societies.engine import Engine
 from societies.plan import build_plan
 from societies.records import UnitRecord
 from societies.tasks import load_task
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def runs_of(slots: list[int]) -> tuple[int, ...]:

@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from machine import cpu_model  # experiments/bench/machine.py (the script's folder)
 
 from societies.backends.base import Message, Settings
 from societies.backends.bundled import bundled_path
@@ -42,16 +43,6 @@ from societies.config import parse_config
 from societies.plan import build_plan
 from societies.runner import Run
 from societies.storage import RunStore
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def grid(executor: str, questions: int, delay: float, parallel: int) -> dict[str, Any]:

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model  # experiments/bench/machine.py (the script's folder)
+
 from societies.config import parse_config
 from societies.metrics import summarize
 from societies.plan import build_plan
@@ -139,15 +141,6 @@ def measure(fn: Callable[[], Any]) -> tuple[float, float]:
     return seconds, peak / 2**20
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def stages(store: RunStore, out: Path, n_boot: int) -> Iterator[tuple[str, Callable[[], Any]]]:

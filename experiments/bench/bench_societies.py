@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model  # experiments/bench/machine.py (the script's folder)
+
 from societies.backends.base import Message
 from societies.backends.model import Model
 from societies.backends.scripted import ScriptedBackend
@@ -41,17 +43,6 @@ from societies.records import UnitRecord
 from societies.runner import Run
 from societies.storage import RunStore
 from societies.tasks import load_task
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def reply(messages: Sequence[Message]) -> str:
