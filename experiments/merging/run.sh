@@ -10,4 +10,6 @@ done
 test -f runs/merging/pair-head.pt || .venv/bin/python experiments/merging/train_pair_head.py
 $S run experiments/merging/compare.yaml --quiet
 $S run experiments/merging/compare_debate.yaml --quiet
-.venv/bin/python experiments/merging/table.py runs/merging/compare runs/merging/debate
+$S run experiments/merging/compare_steps.yaml --quiet
+.venv/bin/python experiments/merging/table.py runs/merging/compare runs/merging/debate \
+  runs/merging/compare-steps
