@@ -328,6 +328,24 @@ def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
         raise ConfigError(f"{source}: {_first_error(err)}") from None
 
 
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML of file ``path``.
+
+    Raises:
+        ConfigError: a missing file, or a YAML syntax error (with ``file:line``).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {file}")
+    try:
+        return yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else str(file)
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{where}: {problem}") from None
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate a YAML experiment config.
 
@@ -335,14 +353,4 @@ def load_config(path: str | Path) -> ExperimentConfig:
         ConfigError: missing file, YAML syntax error (with ``file:line``), or a field that does
             not validate (with its path).
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file not found: {file}")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark else str(file)
-        problem = getattr(err, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{where}: {problem}") from None
-    return parse_config(data, str(file))
+    return parse_config(read_yaml(path), str(path))

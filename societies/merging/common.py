@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from societies.config import read_yaml
 from societies.errors import ConfigError
 from societies.merging.convert import gguf_to_hf, is_checkpoint
 
@@ -26,14 +26,7 @@ def read_config(path: str | Path, model: type[M]) -> M:
         societies.errors.ConfigError: config file not found: missing.yaml
     """
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file not found: {file}")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark else str(file)
-        raise ConfigError(f"{where}: {getattr(err, 'problem', None) or 'not valid YAML'}") from None
+    data = read_yaml(file)
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: the config must be a mapping of keys to values")
     try:
