@@ -189,7 +189,14 @@ def majority_correct(row: Sequence[Cell]) -> bool:
 
     Scored as: some agent whose answer equals the majority answer has correct=True, so scoring
     stays in the task (gold may be a list, answers are canonicalised by the task's answer kind).
+    A lone agent (a single-agent baseline) is its own majority, as in its final answer.
+
+    >>> lone = Cell("4", True, False, False)
+    >>> majority_correct([lone]), majority_correct([lone, lone._replace(answer="5")])
+    (True, False)
     """
+    if len(row) == 1:
+        return row[0].answer is not None and row[0].correct
     maj = majority_answer(answers(row))
     return maj is not None and any(c.answer == maj and c.correct for c in row)
 

@@ -226,9 +226,8 @@ def format_budget(summary: Summary) -> str:
              "× societies"]]
     # Societies first, then the baselines, each in the summary's order.
     for g in sorted(summary.groups, key=lambda g: g.society.startswith(BASELINE_PREFIX)):
-        # A lone agent never has a majority (two must agree): its final answer is its own.
-        lone = bool(g.rounds) and len(g.rounds[-1].accuracy_per_agent) == 1
-        last = g.rounds[-1].majority_accuracy if g.rounds and not lone else None
+        # A lone agent is its own majority (compact.majority_correct), as in its final answer.
+        last = g.rounds[-1].majority_accuracy if g.rounds else None
         ratio = (g.tokens_per_unit / budget if budget and g.tokens_per_unit is not None
                  else None)
         rows.append([g.society, g.strategy, str(g.n_units), _pct(g.final_accuracy),

@@ -299,6 +299,16 @@ def test_behaviour_shares() -> None:
     assert [r.majority_accuracy for r in g.rounds] == pytest.approx([4 / 6, 2 / 6, 4 / 6])
 
 
+def test_a_lone_agent_is_its_own_majority() -> None:
+    """A single-agent group (a baseline) is scored by its agent's answer, not as having no
+    majority (which made every single-agent unit 'stable wrong')."""
+    units = [make_unit([["A"], ["A"]], qid="right", agents=["solo"]),
+             make_unit([["B"], ["A"]], qid="fixed", agents=["solo"])]
+    g = one_group(units)
+    assert [r.majority_accuracy for r in g.rounds] == [0.5, 1.0]
+    assert g.behaviours["stable_correct"] == 0.5 and g.behaviours["correcting"] == 0.5
+
+
 # --- grouping -------------------------------------------------------------------------------
 
 
