@@ -1,4 +1,5 @@
-"""The `societies` command: run, list, schema; report, show, stats, export (cli_analysis).
+"""The `societies` command: run, list, schema; report, show, stats, export (cli_analysis);
+finetune, merge (societies.merging.commands).
 
 Bad input ends with one line on stderr naming what and where, and exit status 2.
 """
