@@ -98,9 +98,15 @@ def _import_stack(gguf: bool) -> None:
 
 
 def _dir_identity(path: Path) -> str:
-    """Names and whole-content hashes of a model directory's files (hidden ones left out)."""
+    """Names and whole-content hashes of a model directory's files.
+
+    Hidden files and GGUF files are left out: a checkpoint folder may also hold its own GGUF
+    export (``societies merge`` writes ``model-f16.gguf`` beside the safetensors), which this
+    backend never reads, so exporting it must not change the checkpoint's identity.
+    """
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.suffix != ".gguf"):
         digest.update(f"{file.name}:{file_digest(file)}\n".encode())
     return digest.hexdigest()[:16]
 

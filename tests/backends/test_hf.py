@@ -187,6 +187,12 @@ async def test_plain_format_and_identity(tiny: Path, tmp_path: Path) -> None:
     assert backend(tiny).identity == chat.identity
     other = _save_tiny_model(tmp_path / "other", seed=1)
     assert backend(other).identity.split(":")[2] != chat.identity.split(":")[2]
+    # A GGUF export written into the folder is not read by this backend: same identity.
+    before = backend(other).identity
+    (other / "model-f16.gguf").write_bytes(b"GGUF exported beside the checkpoint")
+    assert backend(other).identity == before
+    (other / "config.json").write_text((other / "config.json").read_text() + " ")
+    assert backend(other).identity != before  # a file it reads does change it
 
 
 async def test_hub_id_is_pinned_to_the_commit_it_loads(
