@@ -8,9 +8,9 @@ Name the file, or a task of the data directory that ``make data`` fills
 
 Each example becomes one question, in file order; its id is the file's ``name`` and the
 example's index (``synthetic_short-1``), so ids do not depend on ``n`` or the seed. ``n``
-smaller than the file takes a seeded sample as the ``jsonl`` task does: for ``n: 50, seed: 0``
-it is the same 50 examples MachineSoM drew (``random.seed(0)`` then ``random.sample``),
-returned in file order rather than in the order drawn.
+smaller than the file takes a seeded sample as the ``jsonl`` task does (``random.Random(seed)
+.sample``, the rule MachineSoM's scripts are described as using with seed 0 for their 50 chess
+examples; we could not check their draw against ours), returned in file order.
 
 What the file says and how it is used:
 

@@ -399,6 +399,6 @@ def test_real_chess_state_tracking_synthetic_short() -> None:
         for target in q.gold:
             reply = f"The piece that moves stands on {q.text.split()[-1]}.\nAnswer: {target}"
             assert bb.score(bb.extract(reply, q).answer, q.gold), (q.id, target)
-    # n: 50, seed: 0 is the sample MachineSoM drew (random.seed(0); random.sample(range, 50)).
+    # n: 50, seed: 0 is Python's seeded sample of indices, returned in file order.
     drawn = task("chess_state_tracking/synthetic_short", n=50, seed=0).questions()
     assert [q.meta["index"] for q in drawn] == sorted(random.Random(0).sample(range(1000), 50))
