@@ -234,9 +234,10 @@ class Engine:
         except UnitFailed as err:
             return err.after(parent) if parent is not None else err
         result = node()
-        if decision is not None or (self.stop_on_consensus and r < len(strategy.rounds)
-                                    and _consensus(result)):
-            return replace(result, stopped_after=r, decision=decision)
+        last = r == len(strategy.rounds)
+        if decision is not None or (self.stop_on_consensus and not last and _consensus(result)):
+            # A decision after the last round decides the unit but stops nothing early.
+            return replace(result, stopped_after=None if last else r, decision=decision)
         return result
 
     def _asker(self, society: SocietyPlan, question: Question, repeat: int, label: str,

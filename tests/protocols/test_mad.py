@@ -92,6 +92,16 @@ async def test_a_settled_verdict_ends_the_debate_with_the_moderators_answer(
     assert sum(t.completion_tokens for r in record.rounds[2:] for t in r.turns) == 0
 
 
+async def test_a_verdict_after_the_last_round_decides_without_an_early_stop(
+        tmp_path: Path) -> None:
+    backend = ScriptedBackend(script(lambda n: "Verdict: settled. The negative wins: 42."))
+    run = make_run(tmp_path, mad_config(rounds=0, strategies="all"), backend)
+    await run.execute(progress=False)
+    (record,) = run.store.records()
+    assert record.final is not None and record.final.method == "moderator"
+    assert record.stopped_after is None  # nothing was left to stop
+
+
 async def test_settled_without_a_readable_answer_keeps_debating(tmp_path: Path) -> None:
     backend = ScriptedBackend(script(lambda n: "Verdict: settled, the affirmative side."))
     run = make_run(tmp_path, mad_config(rounds=1, strategies=["0"]), backend)
