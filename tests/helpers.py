@@ -75,3 +75,32 @@ def tagged_reply(messages: Sequence[Message]) -> str:
     """A reply naming who speaks in which round, so tests can see who saw what."""
     turn = sum(m.role == "assistant" for m in messages)
     return f"<{speaker(messages)}@{turn}> The answer is {turn}."
+
+
+def interrupt_cli_run(cfg: dict[str, Any], tmp_path: Path, wait_s: float = 60
+                      ) -> tuple[list[str], int, str, Path]:
+    """Start ``societies run`` on ``cfg`` in a subprocess, send Ctrl-C once its first record is
+    written, and wait for it to end: the command, its exit status, its stderr and the records
+    file (to resume with the same command)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "societies.cli", "run", str(path), "--out", str(out), "--quiet"]
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored: restore the default so that the CLI sees Ctrl-C wherever the suite runs.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    records = out / "records.jsonl"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not (records.exists() and records.stat().st_size):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return cmd, proc.returncode, err, records

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from societies.cli import main
-from tests.helpers import config
+from tests.helpers import config, interrupt_cli_run
 
 
 def test_run_limit_then_resume_and_report(tmp_path: Path,
@@ -69,29 +69,13 @@ def test_wheel_ships_agents_prompts_experiments(tmp_path: Path) -> None:
 
 
 def test_sigint_mid_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
-    import signal
     import subprocess
-    import sys
-    import time
 
     # 16 questions of 0.45 s on 2 workers: the run lasts ~3.6 s, ample time to interrupt it.
     cfg = config(task={"name": "arithmetic", "n": 16}, run={"concurrency": 2, "cache": False})
     cfg["models"]["s"]["delay"] = 0.15
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "societies.cli", "run", str(path), "--out", str(out), "--quiet"]
-    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
-    # ignored: restore the default so that the CLI sees Ctrl-C wherever the suite runs.
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    records = out / "records.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (records.exists() and records.stat().st_size):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    cmd, code, err, records = interrupt_cli_run(cfg, tmp_path)
+    assert code == 130, err
     assert "run the same command again to resume" in err
     partial = len(records.read_text().splitlines())
     assert 0 < partial < 32

@@ -11,16 +11,12 @@ import asyncio
 import functools
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from societies.backends.base import ChatBackend, Message, Reply, Settings
 from societies.backends.model import Model, RetryPolicy
@@ -31,7 +27,7 @@ from societies.executors.ray import RayJobLost
 from societies.plan import build_plan
 from societies.runner import Run
 from societies.storage import RunStore
-from tests.helpers import SameModel, config, make_run, tagged_reply
+from tests.helpers import SameModel, config, interrupt_cli_run, make_run, tagged_reply
 
 ray = pytest.importorskip("ray")
 
@@ -110,20 +106,8 @@ def test_ctrl_c_on_ray_keeps_finished_questions_and_a_local_run_finishes(tmp_pat
     # The CLI in a subprocess starts (and on Ctrl-C shuts down) its own local Ray instance.
     cfg = grid("ray", n=16)
     cfg["models"]["s"]["delay"] = 0.15
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "societies.cli", "run", str(path), "--out", str(out), "--quiet"]
-    # Background jobs of a shell start with SIGINT ignored: restore it, as Ctrl-C would find it.
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    records = out / "records.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (records.exists() and records.stat().st_size):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    cmd, code, err, records = interrupt_cli_run(cfg, tmp_path, wait_s=120)
+    assert code == 130, err
     assert "run the same command again to resume" in err
     assert 0 < len(records.read_text().splitlines()) < 32
     assert subprocess.run([*cmd, "--executor", "local"], check=False).returncode == 0
