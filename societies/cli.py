@@ -40,20 +40,24 @@ def _run(args: argparse.Namespace) -> int:
     run = Run(plan, store, limit=args.limit)  # loads task and models: may still refuse input
     fresh = not store.config_path.exists()
 
-    async def checked_run() -> Summary:
+    done: list[Summary] = []
+
+    async def checked_run() -> None:
         await run.check()  # an unreachable server stops here, before anything is written
         run.prepare()
-        return await run.execute(progress=not args.quiet)
+        # Kept out of the coroutine's result: asyncio.run's clean-up may repr the main task
+        # with its result (seconds for a 1,000-agent summary).
+        done.append(await run.execute(progress=not args.quiet))
 
     try:
-        summary = asyncio.run(checked_run())
+        asyncio.run(checked_run())
     except UserError:
         # e.g. a wrong model name, known only from the first reply: leave no directory behind
         # that would later refuse the corrected config.
         if fresh and not (store.records_path.exists() and store.records_path.stat().st_size):
             shutil.rmtree(store.root, ignore_errors=True)
         raise
-    print(format_table(summary))
+    print(format_table(done[0]))
     print(f"\nrun directory: {store.root}")
     return 0
 
