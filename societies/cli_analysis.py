@@ -26,9 +26,10 @@ def readable(run_dir: Path) -> RunStore:
 
 def report(args: argparse.Namespace) -> int:
     """The per-round tables and parse audit of each run; with --html, the report folder."""
+    from societies.audit import format_audit
     from societies.config import parse_config
     from societies.plan import build_plan
-    from societies.report import format_audit, format_table
+    from societies.report import format_table
     from societies.runner import summarize_run
 
     stores = [readable(d) for d in args.run_dirs]

@@ -1,25 +1,20 @@
-"""Plain-text reports: the per-round table of a summary, and the parse audit of a run's records."""
+"""Plain-text reports: the per-round table of a summary, the budget table and the ledger
+(the parse audit of a run's records is in :mod:`societies.audit`)."""
 
 from __future__ import annotations
 
-import random
-import unicodedata
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 from societies.baselines import BASELINE_PREFIX
-from societies.compact import CARRIED
 from societies.metrics import BEHAVIOURS, GroupMetrics, RoundMetrics, Summary
-from societies.records import Turn, UnitRecord
-from societies.strategies import split_label
 from societies.summary import Conformity
 
 DASH = "–"  # shown where a metric is undefined (round 0, no majority, not recorded)
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A share as a percentage with one decimal, or the dash when undefined."""
     return DASH if x is None else f"{100 * x:.1f}%"
 
 
@@ -30,18 +25,18 @@ def _num(x: float | None) -> str:
 # (header, cell) per column, in table order. "|ans" columns count only the agents that answered.
 _COLUMNS: list[tuple[str, Callable[[RoundMetrics], str]]] = [
     ("round", lambda r: str(r.index)),
-    ("acc", lambda r: _pct(r.mean_accuracy)),
-    ("maj", lambda r: _pct(r.majority_accuracy)),
+    ("acc", lambda r: pct(r.mean_accuracy)),
+    ("maj", lambda r: pct(r.majority_accuracy)),
     ("clust", lambda r: _num(r.n_clusters)),
-    ("plur", lambda r: _pct(r.plurality_share)),
-    ("ans", lambda r: _pct(r.answered_rate)),
+    ("plur", lambda r: pct(r.plurality_share)),
+    ("ans", lambda r: pct(r.answered_rate)),
     ("clust|ans", lambda r: _num(r.n_clusters_answered)),
-    ("plur|ans", lambda r: _pct(r.plurality_share_answered)),
-    ("conform", lambda r: _pct(r.conformity)),
-    ("strict", lambda r: _pct(r.strict_conformity)),
-    ("changes", lambda r: _pct(r.answer_change_rate)),
-    ("parse", lambda r: _pct(r.parse_failure_rate)),
-    ("trunc", lambda r: _pct(r.truncated_rate)),
+    ("plur|ans", lambda r: pct(r.plurality_share_answered)),
+    ("conform", lambda r: pct(r.conformity)),
+    ("strict", lambda r: pct(r.strict_conformity)),
+    ("changes", lambda r: pct(r.answer_change_rate)),
+    ("parse", lambda r: pct(r.parse_failure_rate)),
+    ("trunc", lambda r: pct(r.truncated_rate)),
     ("tokens", lambda r: str(r.prompt_tokens + r.completion_tokens)),
 ]
 
@@ -59,7 +54,7 @@ def _header(group: GroupMetrics) -> str:
 def _behaviour_line(group: GroupMetrics) -> str:
     if not group.behaviours:
         return "behaviours: –"
-    parts = [f"{b.replace('_', ' ')} {_pct(group.behaviours.get(b))}" for b in BEHAVIOURS]
+    parts = [f"{b.replace('_', ' ')} {pct(group.behaviours.get(b))}" for b in BEHAVIOURS]
     return "behaviours: " + " · ".join(parts)
 
 
@@ -88,7 +83,7 @@ def _wrapped(head: str, parts: Sequence[str]) -> list[str]:
 
 
 def _of(share: float | None, base: int) -> str:
-    return f"{_pct(share)} of {base}"
+    return f"{pct(share)} of {base}"
 
 
 def _conformity(c: Conformity) -> str:
@@ -115,7 +110,7 @@ def _social_lines(group: GroupMetrics) -> list[str]:
     parts = [f"unanimous {u.reached}/{u.units} units (mean first round {_num(u.mean_round)})",
              f"≥{quorum} agree {q.reached}/{q.units} (mean first round {_num(q.mean_round)})"]
     if s.flip_debate is not None or s.flip_reflection is not None:
-        parts.append(f"flips debate {_pct(s.flip_debate)}, reflection {_pct(s.flip_reflection)}")
+        parts.append(f"flips debate {pct(s.flip_debate)}, reflection {pct(s.flip_reflection)}")
     return lines + _wrapped("consensus: ", parts)
 
 
@@ -129,7 +124,7 @@ def _table(group: GroupMetrics) -> list[str]:
         header.append("role tokens")
         for row, spent in zip(rows, roles, strict=False):
             row.append(str(spent))
-    return _aligned([header, *rows])
+    return aligned([header, *rows])
 
 
 def _final_line(group: GroupMetrics) -> list[str]:
@@ -139,8 +134,8 @@ def _final_line(group: GroupMetrics) -> list[str]:
         return []
     methods = ", ".join(f"{m}" if len(group.final_methods) == 1 else f"{m} {n}"
                         for m, n in sorted(group.final_methods.items()))
-    parts = [f"final answer ({methods}) {_pct(group.final_accuracy)} correct, "
-             f"last-round majority {_pct(group.rounds[-1].majority_accuracy)}"]
+    parts = [f"final answer ({methods}) {pct(group.final_accuracy)} correct, "
+             f"last-round majority {pct(group.rounds[-1].majority_accuracy)}"]
     rounds = len(group.rounds) - 1
     if rounds:
         parts.append(f"rounds used {_num(group.rounds_used)} of {rounds} "
@@ -153,7 +148,7 @@ def _final_line(group: GroupMetrics) -> list[str]:
     return _wrapped("", parts)
 
 
-def _aligned(rows: Sequence[Sequence[str]], left: int = 0) -> list[str]:
+def aligned(rows: Sequence[Sequence[str]], left: int = 0) -> list[str]:
     """Rows as lines, columns right-aligned (the first ``left`` columns left-aligned)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) if i < left else c.rjust(w)
@@ -230,15 +225,15 @@ def format_budget(summary: Summary) -> str:
         last = g.rounds[-1].majority_accuracy if g.rounds else None
         ratio = (g.tokens_per_unit / budget if budget and g.tokens_per_unit is not None
                  else None)
-        rows.append([g.society, g.strategy, str(g.n_units), _pct(g.final_accuracy),
-                     _pct(last), str(len(g.rounds) - 1) if g.rounds else DASH,
+        rows.append([g.society, g.strategy, str(g.n_units), pct(g.final_accuracy),
+                     pct(last), str(len(g.rounds) - 1) if g.rounds else DASH,
                      DASH if g.tokens_per_unit is None else f"{g.tokens_per_unit:.0f}",
                      DASH if ratio is None else f"{ratio:.2f}"])
     head = _wrapped("societies and baselines: ", [
         "tokens per unit count every call (role calls and cached ones included)",
         "× societies: against the societies' mean unit"
         + (f" ({budget:.0f} tokens)" if budget else "")])
-    return "\n".join([*head, *("  " + line for line in _aligned(rows, left=2))])
+    return "\n".join([*head, *("  " + line for line in aligned(rows, left=2))])
 
 
 def format_ledger(summary: Summary) -> str:
@@ -254,176 +249,3 @@ def format_ledger(summary: Summary) -> str:
         line += (f" · of which role calls: {roles.calls} ({roles.cached_calls} from cache), "
                  f"{roles.prompt_tokens + roles.completion_tokens} tokens")
     return line
-
-
-# --- parse audit ---------------------------------------------------------------------------
-
-_TAIL = 100  # characters of a reply's end shown in the audit sample
-_SAMPLED = ("no answer", "truncated", "answered")  # kinds drawn in turn, so the sample mixes
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """One recorded turn, with where it sits and what became of it."""
-
-    order: int  # position in the deterministic reading order of the records
-    unit: UnitRecord
-    round: int
-    position: int
-    turn: Turn
-
-    @property
-    def known(self) -> bool:
-        """Whether the record says why the reply ended (schema 1 did not)."""
-        return self.unit.schema_version >= 2
-
-    @property
-    def kind(self) -> str:
-        """error, truncated (cut at max_tokens), answered, or no answer (a complete reply)."""
-        if self.turn.error is not None:
-            return "error"
-        if self.known and self.turn.finish_reason == "length":
-            return "truncated"
-        return "no answer" if self.turn.answer is None else "answered"
-
-
-def visible(text: str) -> str:
-    """``text`` on one line with control and format characters escaped (``\\n``, ``\\x1b``).
-
-    Replies are untrusted model output: a raw escape sequence or a bidirectional override
-    could rewrite what the terminal shows.
-
-    Examples:
-        >>> visible("42\\n\\x1b[2J\\u202e")
-        '42\\\\n\\\\x1b[2J\\\\u202e'
-    """
-    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-    out = []
-    for ch in text:
-        if ch in named:
-            out.append(named[ch])
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else
-                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _clip(text: str | None, width: int) -> str:
-    if text is None:
-        return DASH
-    shown = visible(text)
-    return shown if len(shown) <= width else shown[: width - 1] + "…"
-
-
-def _tail(reply: str) -> str:
-    return ("…" if len(reply) > _TAIL else "") + visible(reply[-_TAIL:])
-
-
-def _replies(records: Iterable[UnitRecord]) -> list[_Reply]:
-    """Every distinct turn: strategies sharing a prefix repeat its turns in each record."""
-    order = sorted(records, key=lambda u: (u.society, u.repeat, u.question_id, u.strategy))
-    seen: dict[tuple[str, int, str, int, int, str], _Reply] = {}
-    for unit in order:
-        symbols = split_label(unit.strategy)
-        for rnd in unit.rounds:
-            for i, turn in enumerate(rnd.turns):
-                if turn.pattern in CARRIED:  # no call was made: nothing was read
-                    continue
-                key = (unit.society, unit.repeat, unit.question_id, rnd.index, i,
-                       "".join(symbols[: rnd.index]))
-                if key not in seen:
-                    seen[key] = _Reply(len(seen), unit, rnd.index, i, turn)
-    return list(seen.values())
-
-
-def _agent_key(unit: UnitRecord, position: int) -> str:
-    # Two agents may share a trait name; positions then keep them apart (the metrics' keys).
-    name = unit.agents[position] if position < len(unit.agents) else f"agent{position}"
-    return name if len(set(unit.agents)) == len(unit.agents) else f"{name}#{position}"
-
-
-def _agent_rows(replies: Sequence[_Reply]) -> list[list[str]]:
-    rows = [["agent", "model", "replies", "errors", "trunc", "trunc+ans", "no answer",
-             "parse fail"]]
-    by_agent: defaultdict[tuple[int, str], list[_Reply]] = defaultdict(list)
-    for r in replies:
-        by_agent[(r.position, _agent_key(r.unit, r.position))].append(r)
-    for (_, key), mine in sorted(by_agent.items()):
-        kinds = Counter(r.kind for r in mine)
-        known = all(r.known for r in mine)
-        trunc = [r for r in mine if r.kind == "truncated"]
-        complete = kinds["answered"] + kinds["no answer"]
-        models = sorted({r.turn.model for r in mine if r.turn.model})
-        rows.append([
-            key, ",".join(models) or DASH, str(len(mine)), str(kinds["error"]),
-            str(len(trunc)) if known else DASH,
-            str(sum(r.turn.answer is not None for r in trunc)) if known else DASH,
-            str(kinds["no answer"]), _pct(kinds["no answer"] / complete if complete else None)])
-    return rows
-
-
-def _sample(replies: Sequence[_Reply], n: int, seed: int) -> list[_Reply]:
-    """Up to ``n`` replies drawn at random, taking each kind of ``_SAMPLED`` in turn."""
-    rng = random.Random(seed)
-    pools = {k: [r for r in replies if r.kind == k] for k in _SAMPLED}
-    for pool in pools.values():
-        rng.shuffle(pool)
-    picked: list[_Reply] = []
-    while len(picked) < n and any(pools.values()):
-        for kind in _SAMPLED:
-            if pools[kind] and len(picked) < n:
-                picked.append(pools[kind].pop())
-    return sorted(picked, key=lambda r: (_SAMPLED.index(r.kind), r.order))
-
-
-def format_audit(records: Iterable[UnitRecord], sample: int = 8, seed: int = 0) -> str:
-    """The parse audit of a run: is each reply's answer read soundly?
-
-    Every distinct turn of the records (failed units included; a turn shared by strategies with
-    a common prefix counted once) is one of: error, truncated (cut at max_tokens; whether an
-    answer was still read is shown apart, as such answers are suspect), no answer (a complete
-    reply the task could not read) or answered. Per society, one line per agent counts them;
-    "parse fail" is no answer / complete replies. Then a seeded sample of replies, mixing the
-    kinds when there are several, shows each reply's last 100 characters beside the span the
-    answer was read from (raw), the canonical answer, the gold answer and whether it was scored
-    correct. Schema-1 records did not record raw answers or why a reply ended: "–" there, and
-    their truncated replies count as answered or no answer.
-
-    Args:
-        records: the run's unit records.
-        sample: how many replies to show (0 for none).
-        seed: the sample's random seed.
-
-    Returns:
-        The audit text, ending with a newline.
-    """
-    replies = _replies(records)
-    kinds = Counter(r.kind for r in replies)
-    trunc = [r for r in replies if r.kind == "truncated"]
-    lines = [f"parse audit: {len(replies)} replies: {kinds['answered']} answered, "
-             f"{kinds['no answer']} no answer, {len(trunc)} truncated "
-             f"({sum(r.turn.answer is not None for r in trunc)} still read as an answer: "
-             f"suspect), {kinds['error']} with an error"]
-    if not all(r.known for r in replies):
-        lines.append("schema-1 records: raw answers and truncation were not recorded")
-    for society in sorted({r.unit.society for r in replies}):
-        lines += ["", f"society {society}"]
-        lines += ["  " + row for row in _aligned(
-            _agent_rows([r for r in replies if r.unit.society == society]), left=2)]
-    picked = _sample(replies, sample, seed)
-    if picked:
-        shown = Counter(r.kind for r in picked)
-        lines += ["", f"sample of {len(picked)} replies (seed {seed}): "
-                  + ", ".join(f"{shown[k]} {k}" for k in _SAMPLED if shown[k])]
-        rows = [["kind", "unit", "round", "agent", "gold", "raw", "answer", "correct",
-                 "reply tail"]]
-        for r in picked:
-            gold = r.unit.gold if isinstance(r.unit.gold, str) else ",".join(r.unit.gold)
-            rows.append([r.kind, r.unit.unit_id, str(r.round), _agent_key(r.unit, r.position),
-                         _clip(gold, 16), _clip(r.turn.raw_answer, 24), _clip(r.turn.answer, 16),
-                         "yes" if r.turn.correct else "no", _tail(r.turn.reply)])
-        lines += ["  " + row for row in _aligned(rows, left=9)]
-    return "\n".join(lines) + "\n"

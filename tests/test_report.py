@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from societies.audit import format_audit
 from societies.metrics import Summary, summarize
 from societies.records import Round, Turn, UnitRecord
-from societies.report import format_audit, format_table
+from societies.report import format_table
 
 
 def unit(rounds: list[list[str | None]], qid: str, *, status: str = "ok",

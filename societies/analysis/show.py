@@ -1,7 +1,7 @@
 """``societies show RUN UNIT_ID``: one unit's transcript as plain text for the terminal.
 
 Replies are untrusted model output: every piece of model text is passed through
-:func:`societies.report.visible`, so escape sequences and bidirectional overrides show as
+:func:`societies.audit.visible`, so escape sequences and bidirectional overrides show as
 ``\\x1b`` and ``\\u202e`` instead of acting on the terminal. Line breaks in a reply are kept as
 separate indented lines (each one escaped).
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from societies.audit import visible
 from societies.errors import UserError
 from societies.metrics import majority_answer
 from societies.records import Turn, UnitRecord
-from societies.report import visible
 from societies.storage import RunStore
 
 _SHOWN_IDS = 5  # known ids named in the error for an unknown one
