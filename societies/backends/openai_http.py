@@ -25,15 +25,7 @@ with the same servers. Limits, waits and the cool-down are execution options.
 The API key is read from the variable named by ``api_key_env``; it never appears in options,
 identity, records, logs, error messages or reprs.
 
-Sampling (``sampling_params``). With ``full`` (the default) every request carries every knob of
-:mod:`societies.backends.sampling`: ``top_k`` and ``min_p`` (0 = off) and the penalties at their
-off values, ``repeat_penalty`` (llama.cpp's name; llama-cpp-python's server defaults it to 1.1)
-and ``repetition_penalty`` (vLLM's, which otherwise takes the model's generation_config), so the
-server's defaults (top-k 40, min-p 0.05 in llama.cpp) are not in effect. llama.cpp's servers
-and vLLM take these fields; servers ignore fields they do not know. With ``openai``, for the
-OpenAI API itself (which rejects unknown fields), only temperature, top_p, seed, stop and
-max_tokens are sent, and settings that need more (top_k or min_p on) are refused:
-:meth:`OpenAIBackend.check_settings` says so before a run starts.
+Sampling (``sampling_params``: ``full`` or ``openai``): see :mod:`societies.backends.openai_wire`.
 """
 
 from __future__ import annotations
@@ -53,25 +45,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from societies.backends.base import (
     BackendError,
     ChatBackend,
-    ContextOverflowError,
     Message,
     Reply,
     Settings,
-    TokenLogprob,
     TransientBackendError,
 )
 from societies.backends.endpoints import EndpointPool
-from societies.backends.limits import RequestLimiter, parse_retry_after
+from societies.backends.limits import RequestLimiter
+from societies.backends.openai_wire import (
+    EndpointError,
+    Refused,
+    http_error,
+    parse_logprobs,
+    request_body,
+)
 from societies.backends.sampling import finish_reason
 from societies.errors import MissingDependency, UserError
 
 if TYPE_CHECKING:
     import aiohttp
 
-_CONTEXT = re.compile(r"context[ _](length|window)|maximum context|too many tokens|"
-                      r"prompt is too long|exceeds? the model", re.I)
-_NO_MODEL = re.compile(r"model.{0,200}(not found|does not exist|not exist|unknown)|"
-                       r"(unknown|invalid) model", re.I | re.S)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Options that change how fast or how politely replies come, never what they are (a resumed
@@ -79,19 +72,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 EXECUTION_OPTIONS: frozenset[str] = frozenset({
     "timeout", "connect_wait", "requests_per_minute", "tokens_per_minute", "max_concurrent",
     "api_key_env", "endpoint_failures", "endpoint_cooldown"})
-
-# What `sampling_params: full` adds to every request: the knobs beyond OpenAI's own, off.
-_PENALTIES_OFF = {"repeat_penalty": 1.0, "repetition_penalty": 1.0,
-                  "presence_penalty": 0.0, "frequency_penalty": 0.0}
-
-
-class EndpointError(UserError):
-    """The server or its configuration is wrong in a way no retry fixes: stop the run."""
-
-
-class _Refused(TransientBackendError):
-    """A healthy server declining for now (429, 408, 409, 425): no mark against its health."""
-
 
 class Options(BaseModel):
     """Config options of the ``openai`` backend."""
@@ -186,21 +166,6 @@ class _Secret:
     """A string that does not print itself (reprs end up in logs and tracebacks)."""
 
     value: str = field(repr=False)
-
-
-def parse_logprobs(choice: Mapping[str, Any]) -> tuple[TokenLogprob, ...] | None:
-    """Per-token log-probabilities from a chat-completion choice, or None if it has none."""
-    content = (choice.get("logprobs") or {}).get("content")
-    if not isinstance(content, list):
-        return None
-    try:
-        return tuple(
-            TokenLogprob(str(t["token"]), float(t["logprob"]),
-                         tuple((str(a["token"]), float(a["logprob"]))
-                               for a in t.get("top_logprobs") or ()))
-            for t in content)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None  # a server with its own idea of the format: the text is still good
 
 
 def _require_aiohttp() -> Any:
@@ -330,53 +295,12 @@ class OpenAIBackend(ChatBackend):
                 pass  # something answered; the real request will say what is wrong
             return None
 
-    def _body(self, messages: Sequence[Message], settings: Settings) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.options.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
-            "temperature": settings.temperature, "top_p": settings.top_p,
-            "max_tokens": settings.max_tokens}
-        if self.options.sampling_params == "full":
-            body.update(top_k=settings.top_k, min_p=settings.min_p, **_PENALTIES_OFF)
-        if settings.seed is not None:
-            body["seed"] = settings.seed
-        if settings.stop:
-            body["stop"] = list(settings.stop)
-        if settings.logprobs is not None:
-            body.update(logprobs=True, top_logprobs=settings.logprobs)
-        return {**body, **self.options.extra_body}  # extra_body wins: it is the escape hatch
-
     def _http_error(self, status: int, headers: Mapping[str, str], raw: bytes,
                     url: str | None = None) -> Exception:
         """The exception for an HTTP error answer (see the module doc for the mapping)."""
-        url = url or self._urls[0]
-        at = "" if len(self._urls) == 1 else f" at {url}"
-        message, code = raw.decode("utf-8", "replace").strip(), ""
-        try:
-            err = json.loads(message).get("error", message)
-            message = str(err.get("message", err)) if isinstance(err, dict) else str(err)
-            code = str(err.get("code") or "") if isinstance(err, dict) else ""
-        except (ValueError, AttributeError):
-            pass
-        message = self._scrub(" ".join(message.split()))[:300]
-        where = f"{self._where}: HTTP {status}{at}"
-        if status in (401, 403):  # the body may quote part of the key, so it is not shown
-            env = self.options.api_key_env
-            hint = f"check the key in ${env}" if env else "set api_key_env to the key's variable"
-            return EndpointError(f"{where}: the server refused the request; {hint}")
-        if status == 404 or code == "model_not_found" or (
-                status in (400, 422) and _NO_MODEL.search(message)):
-            return EndpointError(f"{where}: no model {self.options.model!r} at "
-                                 f"{url} ({message or 'not found'}); check the "
-                                 "model name and base_url (which usually ends in /v1)")
-        if status in (400, 413, 422) and (code == "context_length_exceeded"
-                                          or _CONTEXT.search(message)):
-            return ContextOverflowError(f"{where}: {message}")
-        if status in (408, 409, 425, 429) or status >= 500:
-            retry_after = parse_retry_after(headers.get("Retry-After"))
-            kind = TransientBackendError if status >= 500 else _Refused
-            return kind(f"{where}: {message}", retry_after)
-        return BackendError(f"{where}: {message}")
+        return http_error(status, headers, raw, self._where, url or self._urls[0],
+                          self.options.model, self.options.api_key_env, self._scrub,
+                          several=len(self._urls) > 1)
 
     async def _post(self, state: _LoopState, body: dict[str, Any]) -> dict[str, Any]:
         """Send one request to the least busy server; tell the pool how that server did."""
@@ -384,7 +308,7 @@ class OpenAIBackend(ChatBackend):
             try:
                 data = await self._post_to(state, endpoint.url, body)
             except TransientBackendError as err:
-                if not isinstance(err, _Refused):  # transport or a 5xx: the server is unwell
+                if not isinstance(err, Refused):  # transport or a 5xx: the server is unwell
                     state.endpoints.failed(endpoint, str(err))
                 if len(self._urls) == 1:
                     if err.retry_after:
@@ -434,7 +358,8 @@ class OpenAIBackend(ChatBackend):
         state = await self._loop_state()
         if not self._reached:
             await self._reach(state)
-        body = self._body(messages, settings)
+        body = request_body(self.options.model, messages, settings,
+                            self.options.sampling_params == "full", self.options.extra_body)
         estimate = sum(len(m.content) for m in messages) // 4 + settings.max_tokens
         async with state.limiter.admit(estimate) as ticket:
             data = await self._post(state, body)
