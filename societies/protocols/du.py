@@ -24,14 +24,14 @@ The debate policy (``debate:``: sampling ``k`` neighbours, a summariser, ``max_c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from societies import graphs
 from societies.backends.base import Message
-from societies.cards import render
 from societies.plan import AgentPlan, SocietyPlan
-from societies.protocols.base import Ask, Protocol, RoundPrompt, View, options
+from societies.protocols.base import options
+from societies.protocols.machinesom import MachineSoM
 from societies.protocols.policies import DebatePolicy
 
 if TYPE_CHECKING:
@@ -40,15 +40,17 @@ if TYPE_CHECKING:
 NEUTRAL = "neutral"  # the card that means "no persona": no system message
 
 
-class Du(Protocol):
-    """Du et al.'s debate: answer, then read the others' latest solutions and update."""
+class Du(MachineSoM):
+    """Du et al.'s debate: answer, then read the others' latest solutions and update.
+
+    MachineSoM's rounds with Du's prompts, no persona for neutral agents, connected graphs.
+    """
 
     name = "du"
+    templates = ("du_question", "du_debate", "du_reflection")
 
     def __init__(self, policy: DebatePolicy) -> None:
-        self.policy = policy
-        self.templates = ("du_question", "du_debate", "du_reflection", *policy.templates)
-        self.roles = (policy.summarizer,) if policy.summarizer else ()
+        super().__init__(policy)  # simultaneous update, as in the paper
 
     def check(self, society: SocietyPlan, rounds: int, where: str) -> None:
         which: list[int | None] = list(range(1, rounds + 1)) if society.schedule else [None]
@@ -59,26 +61,6 @@ class Du(Protocol):
         if agent.card.name == NEUTRAL:
             return None
         return super().system(society, agent)
-
-    def context(self, messages: tuple[Message, ...]) -> tuple[Message, ...]:
-        return self.policy.trim(messages)
-
-    async def prompts(self, view: View, members: Sequence[int], ask: Ask) -> list[RoundPrompt]:
-        form = view.task.answer_form
-        if view.round == 0:
-            text = render("du_question", question=view.question.text, answer_form=form)
-            return [RoundPrompt("answer", Message("user", text)) for _ in members]
-        out: list[RoundPrompt] = []
-        for i in members:
-            if view.strategy.pattern(view.round - 1, i) != "debate":
-                text = render("du_reflection", answer_form=form)
-                out.append(RoundPrompt("reflection", Message("user", text)))
-                continue
-            shown, saw = await self.policy.shown(view, view.society.agents[i].name, ask)
-            others = [{"reply": s.reply, "summary": s.summary} for s in shown]
-            text = render("du_debate", others=others, answer_form=form)
-            out.append(RoundPrompt("debate" if shown else "alone", Message("user", text), saw))
-        return out
 
 
 def build(spec: Mapping[str, Any], ctx: BuildContext, where: str) -> Du:

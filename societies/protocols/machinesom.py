@@ -61,25 +61,24 @@ class MachineSoM(Protocol):
         return self.policy.trim(messages)
 
     async def prompts(self, view: View, members: Sequence[int], ask: Ask) -> list[RoundPrompt]:
+        # The class's three templates, in order: question, debate, reflection (Du's own are
+        # worded differently and take the same variables).
+        question, debate, reflection = type(self).templates
         answer_form = view.task.answer_form
         if view.round == 0:
-            text = render("question", question=view.question.text, answer_form=answer_form)
+            text = render(question, question=view.question.text, answer_form=answer_form)
             return [RoundPrompt("answer", Message("user", text)) for _ in members]
         prompts: list[RoundPrompt] = []
         for i in members:
-            agent = view.society.agents[i].name
-            if view.strategy.pattern(view.round - 1, i) == "debate":
-                shown, saw = await self.policy.shown(view, agent, ask)
-                if shown:
-                    others = [{"label": s.label, "reply": s.reply} for s in shown]
-                    text = render("debate", others=others, answer_form=answer_form)
-                    prompts.append(RoundPrompt("debate", Message("user", text), saw))
-                    continue
-                text = render("debate", others=[], answer_form=answer_form)
-                prompts.append(RoundPrompt("alone", Message("user", text)))
-            else:
-                text = render("reflection", answer_form=answer_form)
+            if view.strategy.pattern(view.round - 1, i) != "debate":
+                text = render(reflection, answer_form=answer_form)
                 prompts.append(RoundPrompt("reflection", Message("user", text)))
+                continue
+            shown, saw = await self.policy.shown(view, view.society.agents[i].name, ask)
+            others = [{"label": s.label, "reply": s.reply, "summary": s.summary} for s in shown]
+            text = render(debate, others=others, answer_form=answer_form)
+            prompts.append(RoundPrompt("debate" if shown else "alone", Message("user", text),
+                                       saw))
         return prompts
 
 
