@@ -65,8 +65,9 @@ def make_run(tmp_path: Path, cfg: dict[str, Any], backend: ChatBackend | None = 
 
 
 def speaker(messages: Sequence[Message]) -> str:
-    """The agent's name, read from its system prompt ("You are agentN, ...")."""
-    match = re.search(r"You are (\w+)", messages[0].content)
+    """The agent's name, read from its system prompt ("You are agentN, ...", or a mixed
+    society's "You are overconfident-7, ...")."""
+    match = re.search(r"You are ([\w-]+)", messages[0].content)
     assert match, messages[0].content
     return match.group(1)
 

@@ -20,22 +20,15 @@ from societies.backends.base import Message
 from societies.backends.scripted import ScriptedBackend
 from societies.plan import SocietyPlan
 from societies.records import UnitRecord
-from tests.helpers import config, make_run
+from tests.helpers import config, make_run, speaker
 
 WS = {"generator": "watts_strogatz", "k": 4, "p": 0.1, "seed": 0}
-
-
-def who(messages: Sequence[Message]) -> str:
-    """The speaking agent, read from its system prompt (mixed-society names hold hyphens)."""
-    match = re.search(r"You are ([\w-]+),", messages[0].content)
-    assert match, messages[0].content
-    return match.group(1)
 
 
 def tagged(messages: Sequence[Message]) -> str:
     """A three-word reply naming its speaker and round, so prompts show who was read."""
     turn = sum(m.role == "assistant" for m in messages)
-    return f"<{who(messages)}@{turn}> answer: {turn}."
+    return f"<{speaker(messages)}@{turn}> answer: {turn}."
 
 
 def shown(message: Message) -> list[str]:
@@ -75,7 +68,7 @@ async def test_thousand_agents_on_a_small_world_each_read_their_neighbours(
     # What each debate prompt showed is what the record says it saw, for all 1,000 agents.
     for call in backend.calls:
         if len(call) > 2:
-            assert shown(call[-1]) == record.rounds[1].turns[position[who(call)]].saw
+            assert shown(call[-1]) == record.rounds[1].turns[position[speaker(call)]].saw
     assert all(t.answer == "1" for t in record.rounds[1].turns)
 
 
@@ -116,7 +109,8 @@ async def test_a_graph_schedule_changes_who_is_read(tmp_path: Path) -> None:
     for call in backend.calls:
         turn = sum(m.role == "assistant" for m in call)
         if turn:
-            expected = ring[who(call)] if turn == 1 else [b for b in names if b != who(call)]
+            me = speaker(call)
+            expected = ring[me] if turn == 1 else [b for b in names if b != me]
             assert shown(call[-1]) == expected
             assert all(f"@{turn - 1}>" in tag for tag in re.findall(r"<[^>]+>", call[-1].content))
 
@@ -134,7 +128,7 @@ async def test_agents_without_in_neighbours_are_recorded_alone(tmp_path: Path) -
         else:
             assert turn.pattern == "debate" and turn.saw
     for call in backend.calls:
-        if len(call) > 2 and who(call) in isolated:
+        if len(call) > 2 and speaker(call) in isolated:
             assert shown(call[-1]) == [] and "No other answers reached you" in call[-1].content
 
 
