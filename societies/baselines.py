@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from societies.config import AgentConfig, ExperimentConfig
 from societies.errors import ConfigError, UserError
 from societies.plan import AgentPlan, Plan, SocietyPlan, SocietyRules
-from societies.records import UnitRecord, unit_id
+from societies.records import UnitRecord
 from societies.storage import write_atomic
 from societies.strategies import Strategy
 
@@ -214,13 +214,6 @@ def baseline_jobs(run: Run, done: set[str], start: int) -> list[Job]:
     Called by the runner once the society jobs are finished (self-consistency's k is measured
     on their records).
     """
-    from societies.runner import Job
-
     k = self_consistency_k(run)
-    jobs: list[Job] = []
-    for society, strategy in baseline_societies(run.plan, k):
-        for repeat in range(run.plan.config.repeats):
-            for q in run.questions:
-                if unit_id(society.name, strategy.label, repeat, q.id) not in done:
-                    jobs.append(Job(start + len(jobs), society, repeat, q, (strategy,)))
-    return jobs
+    groups = [(society, (strategy,)) for society, strategy in baseline_societies(run.plan, k)]
+    return run.jobs(done, groups, start)

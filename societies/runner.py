@@ -10,7 +10,7 @@ on the same executor or the other one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -127,16 +127,22 @@ class Run:
         self.store.prepare(self.plan.config.model_dump(mode="json"), p.identity, p.parts,
                            p.effective)
 
-    def jobs(self, done: set[str]) -> list[Job]:
-        """Every (society, repeat, question) with at least one unfinished strategy."""
+    def jobs(self, done: set[str],
+             groups: Sequence[tuple[SocietyPlan, Sequence[Strategy]]] | None = None,
+             start: int = 0) -> list[Job]:
+        """Every (society, repeat, question) with at least one unfinished strategy, indexed
+        from ``start``; ``groups`` (society, its strategies) defaults to the plan's societies
+        with the plan's strategies (baselines pass their own)."""
+        if groups is None:
+            groups = [(society, self.plan.strategies) for society in self.plan.societies]
         jobs: list[Job] = []
-        for society in self.plan.societies:
+        for society, strategies in groups:
             for repeat in range(self.plan.config.repeats):
                 for q in self.questions:
-                    todo = tuple(s for s in self.plan.strategies
+                    todo = tuple(s for s in strategies
                                  if unit_id(society.name, s.label, repeat, q.id) not in done)
                     if todo:
-                        jobs.append(Job(len(jobs), society, repeat, q, todo))
+                        jobs.append(Job(start + len(jobs), society, repeat, q, todo))
         return jobs
 
     @property
