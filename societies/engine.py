@@ -211,6 +211,14 @@ class Engine:
             states, before = list(parent.states), parent.asides
         asides: list[Turn | None] = []
         ask = self._asker(society, question, repeat, label, asides)
+        # One history mapping for the whole round, updated as groups answer: rebuilding it
+        # per group would cost O(society) per agent in a sequential round.
+        history = {a.name: s.turns for a, s in zip(society.agents, states, strict=True)}
+        earlier = tuple(t for rnd in before for t in rnd)
+
+        def view() -> View:
+            made = tuple(t for t in asides if t is not None)
+            return View(society, question, self.task, strategy, r, history, earlier + made)
 
         def node() -> Node:
             return Node(tuple(states), (*before, tuple(t for t in asides if t is not None)))
@@ -218,19 +226,19 @@ class Engine:
         updated: set[int] = set()
         try:
             for group in self.protocol.schedule(society, r):
-                view = node().view(society, question, self.task, strategy, r)
-                prompts = await self.protocol.prompts(view, group, ask)
+                prompts = await self.protocol.prompts(view(), group, ask)
                 done = await gather_or_fail([
                     self._advance(society, society.agents[i], states[i], prompt, question,
                                   repeat, label)
                     for i, prompt in zip(group, prompts, strict=True)])
                 for i, state in zip(group, done, strict=True):
                     states[i] = state
+                    history[society.agents[i].name] = state.turns
                     updated.add(i)
             for i in set(range(len(states))) - updated:  # not scheduled this round: no call
                 states[i] = _carry(states[i], "idle", society.agents[i].name)
-            view = node().view(society, question, self.task, strategy, r)
-            decision = await self.protocol.after_round(view, ask)
+                history[society.agents[i].name] = states[i].turns
+            decision = await self.protocol.after_round(view(), ask)
         except UnitFailed as err:
             return err.after(parent) if parent is not None else err
         result = node()
